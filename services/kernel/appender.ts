@@ -1,0 +1,180 @@
+/**
+ * The kernel's append path: the only writer of the log. Assigns each event its place in the hash
+ * chain (seq, prev), publishes with pipelining, and completes events strictly in chain order.
+ *
+ * Every publish carries Nats-Expected-Last-Sequence = its predecessor's seq. If one fails, all
+ * later in-flight ones fail too; the appender waits for them to settle, re-reads the stream tail,
+ * recognizes which of its events were stored (by event id) and re-chains the rest. So the chain
+ * never has a gap, and a second writer is fenced off instead of forking the chain.
+ */
+import { encode, entryHash, decodeMap, type LogEvent, type PendingEvent, GENESIS_PREV } from "../../src/protocol/mod.js";
+import type { StoredEntry } from "../../src/protocol/mod.js";
+import type { LogPublisher } from "../../src/transport/connection.js";
+
+export interface ChainHead {
+  seq: number;
+  hash: string;
+}
+
+interface Item {
+  subject: string;
+  build: (seq: number, prev: string) => PendingEvent | LogEvent;
+  msgId: string;
+  traceparent: string | undefined;
+  resolve: (e: LogEvent) => void;
+  reject: (err: unknown) => void;
+  // Set when assigned:
+  seq?: number;
+  event?: LogEvent;
+  hash?: string;
+  state: "queued" | "inflight" | "stored" | "failed";
+}
+
+export interface AppenderOptions {
+  publish: LogPublisher;
+  /** Reads the stream tail and the entries after a given seq, for resync. */
+  readTail: () => Promise<{ lastSeq: number; last?: StoredEntry }>;
+  readRange: (fromSeq: number, toSeq: number) => Promise<StoredEntry[]>;
+  head: ChainHead;
+  /** Called for every stored event, in chain order, before its append resolves. */
+  onStored: (event: LogEvent, subject: string, hash: string) => void;
+  maxInFlight?: number;
+  onError?: (err: unknown) => void;
+}
+
+export class Appender {
+  private head: ChainHead;
+  private readonly queue: Item[] = [];
+  private readonly inflight: Item[] = [];
+  private resyncing = false;
+  private closed = false;
+  private readonly maxInFlight: number;
+  private retryDelay = 0;
+  private idle: Array<() => void> = [];
+
+  constructor(private readonly opts: AppenderOptions) {
+    this.head = opts.head;
+    this.maxInFlight = opts.maxInFlight ?? 256;
+  }
+
+  /** The chain head as assigned so far (including events still in flight). */
+  get assignedHead(): ChainHead {
+    return this.head;
+  }
+
+  /**
+   * Appends an event. `build` receives the event's seq and prev hash and returns the event;
+   * it may be called again if the event has to be re-chained after a failure.
+   */
+  append(subject: string, msgId: string, build: Item["build"], traceparent?: string): Promise<LogEvent> {
+    if (this.closed) return Promise.reject(new Error("log appender is closed"));
+    return new Promise<LogEvent>((resolve, reject) => {
+      this.queue.push({ subject, build, msgId, traceparent, resolve, reject, state: "queued" });
+      this.pump();
+    });
+  }
+
+  /** Resolves when nothing is queued or in flight. */
+  async drain(): Promise<void> {
+    if (this.queue.length === 0 && this.inflight.length === 0) return;
+    await new Promise<void>((resolve) => this.idle.push(resolve));
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const item of this.queue.splice(0)) item.reject(new Error("log appender is closed"));
+  }
+
+  private pump(): void {
+    while (!this.resyncing && this.inflight.length < this.maxInFlight && this.queue.length > 0) {
+      const item = this.queue.shift() as Item;
+      const seq = this.head.seq + 1;
+      const event = { ...item.build(seq, this.head.hash), seq, prev: this.head.hash } as LogEvent;
+      const data = encode(event);
+      const hash = entryHash(item.subject, data);
+      item.seq = seq;
+      item.event = event;
+      item.hash = hash;
+      item.state = "inflight";
+      this.inflight.push(item);
+      const expected = this.head.seq;
+      this.head = { seq, hash };
+      this.opts
+        .publish(item.subject, data, { msgId: item.msgId, expectedLastSeq: expected, ...(item.traceparent ? { traceparent: item.traceparent } : {}) })
+        .then(
+          (ack) => {
+            item.state = ack.seq === seq && !ack.duplicate ? "stored" : "failed";
+            this.settle();
+          },
+          (err: unknown) => {
+            item.state = "failed";
+            this.opts.onError?.(err);
+            this.settle();
+          },
+        );
+    }
+    this.notifyIdle();
+  }
+
+  private settle(): void {
+    while (this.inflight.length > 0 && this.inflight[0]?.state === "stored") {
+      const item = this.inflight.shift() as Item;
+      this.complete(item, item.event as LogEvent, item.hash as string);
+    }
+    if (this.inflight.some((i) => i.state === "failed")) this.resyncing = true;
+    if (this.resyncing && this.inflight.every((i) => i.state !== "inflight")) {
+      void this.resync();
+      return;
+    }
+    this.pump();
+  }
+
+  private complete(item: Item, event: LogEvent, hash: string): void {
+    try {
+      this.opts.onStored(event, item.subject, hash);
+    } finally {
+      item.resolve(event);
+    }
+  }
+
+  private async resync(): Promise<void> {
+    const failed = this.inflight.splice(0);
+    if (this.retryDelay > 0) await new Promise((r) => setTimeout(r, this.retryDelay));
+    this.retryDelay = Math.min(Math.max(this.retryDelay * 2, 50), 2000);
+    let tail: { lastSeq: number; last?: StoredEntry };
+    try {
+      tail = await this.opts.readTail();
+      const firstSeq = failed[0]?.seq ?? tail.lastSeq + 1;
+      const stored = firstSeq <= tail.lastSeq ? await this.opts.readRange(firstSeq, tail.lastSeq) : [];
+      const byId = new Map<string, StoredEntry>();
+      for (const entry of stored) {
+        const id = decodeMap(entry.data)["id"];
+        if (typeof id === "string") byId.set(id, entry);
+      }
+      const requeue: Item[] = [];
+      for (const item of failed) {
+        const entry = item.event ? byId.get(item.event.id) : undefined;
+        if (entry) this.complete(item, decodeMap(entry.data) as unknown as LogEvent, entryHash(entry.subject, entry.data));
+        else {
+          item.state = "queued";
+          requeue.push(item);
+        }
+      }
+      this.queue.unshift(...requeue);
+      this.head = tail.last ? { seq: tail.lastSeq, hash: entryHash(tail.last.subject, tail.last.data) } : { seq: 0, hash: GENESIS_PREV };
+      this.retryDelay = requeue.length > 0 ? this.retryDelay : 0;
+    } catch (err) {
+      this.opts.onError?.(err);
+      for (const item of failed) item.state = "queued";
+      this.queue.unshift(...failed);
+    }
+    this.resyncing = false;
+    this.pump();
+  }
+
+  private notifyIdle(): void {
+    if (this.queue.length === 0 && this.inflight.length === 0 && this.idle.length > 0) {
+      for (const resolve of this.idle.splice(0)) resolve();
+    }
+  }
+}

@@ -1,0 +1,244 @@
+/**
+ * The kernel's decisions as a pure function of (syscall, state, policy): what to write to the
+ * log and what to answer. No I/O here; kernel.ts executes the outcome. This is what makes the
+ * decision path testable, replayable and cheap to re-evaluate under another policy.
+ */
+import {
+  EVENT_VERSION,
+  ErrorCode,
+  EventType,
+  MaxwellError,
+  SyscallOp,
+  subjects,
+  type Decision,
+  type EventId,
+  type LogEvent,
+  type PendingEvent,
+  type SyscallReply,
+  type SyscallRequest,
+  type TraceId,
+  type WireError,
+} from "../../src/protocol/mod.js";
+import type { CedarAction, Entity, PolicyEngine } from "./policy.js";
+import { syscallKey, type Identity, type KernelState } from "./state.js";
+
+/** Names no identity may take: they appear as actors of kernel-made events. */
+export const RESERVED_NAMES: ReadonlySet<string> = new Set(["kernel", "admin", "system", "maxwell"]);
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+/** Causal hops after which the kernel refuses to go deeper (stops agent ping-pong loops). */
+export const MAX_DEPTH = 64;
+
+export interface SyscallInput {
+  actor: string;
+  op: SyscallOp;
+  request: SyscallRequest;
+  now: number;
+  /** Trace id from an incoming traceparent header, used only when nothing causes the syscall. */
+  headerTrace?: TraceId;
+  newId: () => EventId;
+  newTrace: () => TraceId;
+}
+
+export type Outcome =
+  | { kind: "repeat"; reply: SyscallReply }
+  | {
+      kind: "append";
+      subject: string;
+      msgId: string;
+      event: PendingEvent;
+      /** The answer once the event is stored. */
+      answer: (stored: LogEvent) => SyscallReply;
+    };
+
+function entity(identity: Identity): Entity {
+  return { type: identity.kind === "agent" ? "Agent" : "Principal", name: identity.name, groups: identity.groups };
+}
+
+function denial(decision: Decision, actor: string, action: string, target: string): WireError {
+  if (decision.errors && decision.errors.length > 0) {
+    return {
+      code: ErrorCode.Forbidden,
+      message: `denied: policy evaluation failed for ${actor} ${action} ${target} (${decision.errors.join("; ")}); errors deny`,
+      policies: decision.policies,
+    };
+  }
+  if (decision.policies.length === 0) {
+    return { code: ErrorCode.Forbidden, message: `denied: no policy permits ${actor} to ${action} ${target} (default deny)`, policies: [] };
+  }
+  return { code: ErrorCode.Forbidden, message: `denied by policy ${decision.policies.join(", ")}: ${actor} may not ${action} ${target}`, policies: decision.policies };
+}
+
+const ok = (stored: LogEvent): SyscallReply => ({ ok: true, result: { event: stored.id, seq: stored.seq } });
+
+/**
+ * Decides one syscall. Throws a MaxwellError for input that cannot be attributed to a valid
+ * request (the caller records it as a rejection); returns the outcome otherwise.
+ */
+export function decideSyscall(state: KernelState, policy: PolicyEngine, input: SyscallInput): Outcome {
+  const { actor, op, request, now } = input;
+  const self = state.identities.get(actor);
+  if (!self) throw new MaxwellError(ErrorCode.Unauthorized, `actor '${actor}' is not a registered identity`);
+
+  const key = syscallKey(actor, request.id);
+  const seen = state.syscalls.get(key);
+  if (seen) {
+    if (seen.error) return { kind: "repeat", reply: { ok: false, error: seen.error } };
+    const reply = state.deliveries.get(seen.event)?.reply;
+    return { kind: "repeat", reply: { ok: true, result: { event: seen.event, seq: seen.seq, repeated: true, ...(reply ? { reply } : {}) } } };
+  }
+
+  const base = { v: EVENT_VERSION, id: input.newId(), at: now } as const;
+  const msgId = `${actor}:${request.id}`;
+
+  // Whose behalf, which trace, how deep: inherited from the causing delivery, never from the payload.
+  let principal = actor;
+  let trace: TraceId = input.headerTrace ?? input.newTrace();
+  let depth = 0;
+  if (request.causation !== undefined) {
+    const cause = state.deliveries.get(request.causation);
+    if (!cause) throw new MaxwellError(ErrorCode.NotFound, `causation event ${request.causation} is unknown to the kernel`);
+    if (cause.to !== actor) {
+      throw new MaxwellError(ErrorCode.Forbidden, `causation event ${request.causation} was not delivered to ${actor}`);
+    }
+    principal = cause.principal;
+    trace = cause.trace;
+    depth = cause.depth + 1;
+  }
+  const caused = {
+    actor,
+    principal,
+    syscall: request.id,
+    trace,
+    ...(request.causation !== undefined ? { causation: request.causation } : {}),
+    depth,
+    ...(request.observed && request.observed.length > 0 ? { observed: request.observed } : {}),
+  };
+
+  const deny = (decision: Decision, error: WireError, to?: string): Outcome => ({
+    kind: "append",
+    subject: subjects.logDecision(actor),
+    msgId,
+    event: { ...base, ...caused, type: EventType.Denied, op, ...(to !== undefined ? { to } : {}), decision, error },
+    answer: () => ({ ok: false, error }),
+  });
+  const kernelDecision = (reason: string): Decision => ({ effect: "deny", policies: [`kernel:${reason}`], policySet: policy.policySet.hash });
+
+  switch (op) {
+    case SyscallOp.Send:
+    case SyscallOp.Request: {
+      const to = request.to;
+      if (to === undefined) throw new MaxwellError(ErrorCode.BadRequest, `${op} needs a 'to' field naming the target agent`);
+      if (request.inReplyTo !== undefined || request.error !== undefined) {
+        throw new MaxwellError(ErrorCode.BadRequest, `'inReplyTo' and 'error' belong to reply, not ${op}`);
+      }
+      const target = state.identities.get(to);
+      if (!target || target.kind !== "agent") {
+        return deny(kernelDecision("unknown-target"), { code: ErrorCode.NotFound, message: `no agent named '${to}' is registered` }, to);
+      }
+      if (op === SyscallOp.Request && self.kind !== "agent") {
+        throw new MaxwellError(ErrorCode.BadRequest, "only agents can make requests (principals send work and read results from the log)");
+      }
+      if (depth > MAX_DEPTH) {
+        return deny(kernelDecision("max-depth"), {
+          code: ErrorCode.BudgetExceeded,
+          message: `causal depth ${depth} exceeds the limit of ${MAX_DEPTH} hops (a message loop?)`,
+        }, to);
+      }
+      const action: CedarAction = op === SyscallOp.Send ? "message.send" : "message.request";
+      const decision = policy.decide({ actor: entity(self), action, resource: entity(target), principal, depth });
+      if (decision.effect !== "allow") return deny(decision, denial(decision, actor, action, to), to);
+      const deadline = op === SyscallOp.Request ? now + (request.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS) : undefined;
+      return {
+        kind: "append",
+        subject: subjects.logInbox(to),
+        msgId,
+        event: {
+          ...base,
+          ...caused,
+          type: EventType.Message,
+          kind: op,
+          to,
+          body: request.body ?? null,
+          decision,
+          ...(deadline !== undefined ? { deadline } : {}),
+        },
+        answer: ok,
+      };
+    }
+    case SyscallOp.Reply: {
+      const inReplyTo = request.inReplyTo;
+      if (inReplyTo === undefined) throw new MaxwellError(ErrorCode.BadRequest, "reply needs 'inReplyTo': the id of the request being answered");
+      if (request.to !== undefined) throw new MaxwellError(ErrorCode.BadRequest, "reply goes to whoever made the request: leave 'to' out");
+      const req = state.deliveries.get(inReplyTo);
+      if (!req || req.kind !== "request") {
+        return deny(kernelDecision("unknown-request"), { code: ErrorCode.NotFound, message: `no request ${inReplyTo} is known to the kernel` });
+      }
+      if (req.to !== actor) {
+        return deny(kernelDecision("not-addressee"), { code: ErrorCode.Forbidden, message: `request ${inReplyTo} was not delivered to ${actor}` }, req.actor);
+      }
+      if (req.reply) {
+        const why = req.reply.error?.code === ErrorCode.Timeout ? "it already timed out" : "it was already answered";
+        return deny(kernelDecision("already-answered"), { code: ErrorCode.Conflict, message: `cannot answer request ${inReplyTo}: ${why}` }, req.actor);
+      }
+      const requester = state.identities.get(req.actor);
+      if (!requester) return deny(kernelDecision("unknown-target"), { code: ErrorCode.NotFound, message: `requester '${req.actor}' is not registered` }, req.actor);
+      // A reply continues the request's causal chain, whatever the replier claims as causation.
+      const replyCaused = { ...caused, principal: req.principal, trace: req.trace, depth: req.depth + 1 };
+      const decision = policy.decide({ actor: entity(self), action: "message.reply", resource: entity(requester), principal: req.principal, depth: replyCaused.depth });
+      if (decision.effect !== "allow") return deny(decision, denial(decision, actor, "message.reply", req.actor), req.actor);
+      return {
+        kind: "append",
+        subject: subjects.logReplies(req.actor),
+        msgId,
+        event: {
+          ...base,
+          ...replyCaused,
+          type: EventType.Reply,
+          to: req.actor,
+          inReplyTo,
+          ...(request.error !== undefined ? { error: request.error } : { body: request.body ?? null }),
+          decision,
+        },
+        answer: ok,
+      };
+    }
+    case SyscallOp.Record: {
+      if (!request.observed || request.observed.length === 0) {
+        throw new MaxwellError(ErrorCode.BadRequest, "record needs a non-empty 'observed' list");
+      }
+      return {
+        kind: "append",
+        subject: subjects.logRecord(actor),
+        msgId,
+        event: { ...base, ...caused, type: EventType.Record, observed: request.observed },
+        answer: ok,
+      };
+    }
+  }
+}
+
+/** The event the kernel writes when a request's deadline passes with no reply. */
+export function timeoutReply(state: KernelState, requestId: EventId, now: number, newId: () => EventId, policySet: string): { subject: string; msgId: string; event: PendingEvent } | undefined {
+  const req = state.deliveries.get(requestId);
+  if (!req || req.kind !== "request" || req.reply) return undefined;
+  return {
+    subject: subjects.logReplies(req.actor),
+    msgId: `kernel:timeout.${requestId}`,
+    event: {
+      v: EVENT_VERSION,
+      id: newId(),
+      at: now,
+      type: EventType.Reply,
+      actor: "kernel",
+      principal: req.principal,
+      syscall: `timeout.${requestId}:0` as SyscallRequest["id"],
+      trace: req.trace,
+      causation: requestId,
+      depth: req.depth + 1,
+      to: req.actor,
+      inReplyTo: requestId,
+      error: { code: ErrorCode.Timeout, message: `request ${requestId} to ${req.to} got no reply by its deadline` },
+      decision: { effect: "allow", policies: ["kernel:timeout"], policySet },
+    },
+  };
+}

@@ -1,0 +1,469 @@
+/**
+ * The kernel service: the reference monitor. It receives every actor's syscalls, takes the actor
+ * from the subject the server let it publish on, validates, decides (decide.ts), appends the
+ * decision and the message to the log in one write (appender.ts), and only then answers. It is
+ * also the identity authority: it mints every agent's and principal's credential.
+ */
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import { SpanKind, SpanStatusCode, context, trace, type Span } from "@opentelemetry/api";
+import {
+  AdminOp,
+  ErrorCode,
+  EVENT_VERSION,
+  EventType,
+  FORBIDDEN_HEADERS,
+  GENESIS_PREV,
+  KERNEL_QUEUE,
+  MaxwellError,
+  SyscallOp,
+  checkpointMessage,
+  decodeMap,
+  encode,
+  entryHash,
+  formatTraceparent,
+  isName,
+  isSyscallOp,
+  newEventId,
+  newSpanId,
+  newTraceId,
+  parseSyscallRequest,
+  parseSyscallSubject,
+  parseTraceparent,
+  subjects,
+  type EventId,
+  type IdentityKind,
+  type LogEvent,
+  type PendingEvent,
+  type SyscallReply,
+  type WireError,
+} from "../../src/protocol/mod.js";
+import {
+  connectNats,
+  ensureAgentConsumers,
+  ensureLogStream,
+  jetstream,
+  jetstreamManager,
+  logPublisher,
+  readLog,
+  readRange,
+  readTail,
+  type JetStreamManager,
+  type Msg,
+  type NatsConnection,
+  type Subscription,
+} from "../../src/transport/connection.js";
+import { grantsFor, loadKey, mintUser, sign, type KeyPair } from "../../src/transport/identity.js";
+import type { AdminReply, IdentitySummary, KernelStatus, RegisterRequest, RegisterResult } from "../../src/runtime/admin.js";
+import type { Logger } from "../../src/runtime/logger.js";
+import { Appender } from "./appender.js";
+import { RESERVED_NAMES, decideSyscall, timeoutReply } from "./decide.js";
+import { PolicyEngine } from "./policy.js";
+import { evolve, initialState, syscallKey, type KernelState } from "./state.js";
+
+/** Largest syscall payload the kernel accepts. */
+export const MAX_SYSCALL_BYTES = 256 * 1024;
+
+export interface KernelOptions {
+  servers: string;
+  /** The kernel's own NATS credential. */
+  creds: string;
+  /** Account signing key: mints every identity's credential. */
+  accountKey: string;
+  /** Checkpoint signing key. */
+  kernelKey: string;
+  /** Policy file (Cedar). Created with the default set when missing. */
+  policyFile: string;
+  defaultPolicyText: string;
+  /** Where the last checkpoint is kept outside the log (truncation detection). */
+  anchorFile: string;
+  log: Logger;
+  checkpointEvery?: number;
+  checkpointIntervalMs?: number;
+}
+
+const tracer = trace.getTracer("maxwell-kernel");
+
+export class Kernel {
+  private nc!: NatsConnection;
+  private jsm!: JetStreamManager;
+  private appender!: Appender;
+  private readonly state: KernelState = initialState();
+  private readonly policy = new PolicyEngine();
+  private readonly inflight = new Map<string, Promise<SyscallReply>>();
+  private readonly answering = new Set<EventId>();
+  private readonly timers = new Map<EventId, NodeJS.Timeout>();
+  private readonly subs: Subscription[] = [];
+  private accountKp!: KeyPair;
+  private kernelKp!: KeyPair;
+  private checkpointTimer: NodeJS.Timeout | undefined;
+  private sinceCheckpoint = 0;
+  private registering: Promise<unknown> = Promise.resolve();
+  private readonly startedAt = Date.now();
+  private stopping = false;
+
+  constructor(private readonly opts: KernelOptions) {}
+
+  /** Connects, rebuilds state from the log, and starts serving. */
+  async start(): Promise<void> {
+    const log = this.opts.log;
+    this.accountKp = loadKey(this.opts.accountKey);
+    this.kernelKp = loadKey(this.opts.kernelKey);
+    this.nc = await connectNats({ servers: this.opts.servers, creds: this.opts.creds, name: "maxwell-kernel" });
+    this.jsm = await jetstreamManager(this.nc);
+    const js = jetstream(this.nc);
+    await ensureLogStream(this.jsm);
+
+    const t0 = performance.now();
+    let expectedPrev = GENESIS_PREV;
+    for await (const entry of readLog(js, this.jsm, { fromSeq: 1 })) {
+      const event = decodeMap(entry.data) as unknown as LogEvent;
+      if (event.prev !== expectedPrev || event.seq !== entry.seq) {
+        throw new MaxwellError(
+          ErrorCode.Conflict,
+          `the log's hash chain is broken at seq ${entry.seq}; refusing to append to it. Run 'maxwell verify' to see where.`,
+        );
+      }
+      expectedPrev = entryHash(entry.subject, entry.data);
+      evolve(this.state, event, expectedPrev);
+    }
+    log.info({ events: this.state.events, seq: this.state.head.seq, ms: Math.round(performance.now() - t0) }, "state rebuilt from the log");
+
+    this.appender = new Appender({
+      publish: logPublisher(js),
+      readTail: () => readTail(this.jsm),
+      readRange: (from, to) => readRange(this.jsm, from, to),
+      head: this.state.head,
+      onStored: (event, _subject, hash) => this.onStored(event, hash),
+      onError: (err) => log.warn({ err: (err as Error).message }, "log append failed; resyncing with the stream tail"),
+    });
+
+    if (this.state.kernelKey === undefined) {
+      await this.appendKernel("genesis", { type: EventType.Genesis, kernelKey: this.kernelKp.getPublicKey() });
+    } else if (this.state.kernelKey !== this.kernelKp.getPublicKey()) {
+      throw new MaxwellError(ErrorCode.Conflict, `the log was started by kernel key ${this.state.kernelKey}, but this kernel holds ${this.kernelKp.getPublicKey()}`);
+    }
+    await this.loadPolicies();
+
+    for (const [id, deadline] of this.state.pending) this.armTimeout(id, deadline);
+
+    this.subs.push(
+      this.nc.subscribe(subjects.allSyscalls(), {
+        queue: KERNEL_QUEUE,
+        callback: (err, msg) => {
+          if (err) log.error({ err: err.message }, "syscall subscription error");
+          else void this.onSyscall(msg);
+        },
+      }),
+      this.nc.subscribe(subjects.allAdmin(), {
+        queue: KERNEL_QUEUE,
+        callback: (err, msg) => {
+          if (err) log.error({ err: err.message }, "admin subscription error");
+          else void this.onAdmin(msg);
+        },
+      }),
+    );
+    await this.nc.flush();
+    const interval = this.opts.checkpointIntervalMs ?? 5000;
+    this.checkpointTimer = setInterval(() => {
+      if (this.sinceCheckpoint > 0) void this.checkpoint().catch((err: unknown) => log.error({ err: String(err) }, "checkpoint failed"));
+    }, interval);
+    this.checkpointTimer.unref();
+    log.info({ seq: this.state.head.seq, identities: this.state.identities.size, policySet: this.policy.policySet.hash.slice(0, 12) }, "kernel serving");
+  }
+
+  /** Stops taking syscalls, finishes what is in flight, writes a final checkpoint, disconnects. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    if (this.checkpointTimer) clearInterval(this.checkpointTimer);
+    for (const sub of this.subs) sub.unsubscribe();
+    for (const t of this.timers.values()) clearTimeout(t);
+    await Promise.allSettled([...this.inflight.values()]);
+    await this.appender.drain();
+    if (this.sinceCheckpoint > 0) await this.checkpoint().catch(() => undefined);
+    this.appender.close();
+    await this.nc.drain().catch(() => undefined);
+    this.opts.log.info({ seq: this.state.head.seq }, "kernel stopped");
+  }
+
+  /** Resolves when the kernel's NATS connection closes (for main.ts). */
+  closed(): Promise<void | Error> {
+    return this.nc.closed();
+  }
+
+  // ---------------------------------------------------------------- syscalls
+
+  private async onSyscall(msg: Msg): Promise<void> {
+    const parsed = parseSyscallSubject(msg.subject);
+    const actor = parsed && isName(parsed.actor) ? parsed.actor : undefined;
+    const span = tracer.startSpan(`mx.syscall ${parsed?.op ?? "?"}`, { kind: SpanKind.SERVER, attributes: { "mx.actor": actor ?? "?" } }, this.parentContext(msg));
+    try {
+      const reply = await this.handleSyscall(msg, actor, parsed?.op, span);
+      if (!reply.ok) span.setStatus({ code: SpanStatusCode.ERROR, message: reply.error.code });
+      if (msg.reply) msg.respond(encode(reply));
+    } catch (err) {
+      // handleSyscall records rejections itself; this is the last line against a crash.
+      const error = MaxwellError.from(err).toWire();
+      this.opts.log.error({ err: String(err), subject: msg.subject }, "syscall failed unexpectedly");
+      if (msg.reply) msg.respond(encode({ ok: false, error } satisfies SyscallReply));
+    } finally {
+      span.end();
+    }
+  }
+
+  private parentContext(msg: Msg) {
+    const tp = parseTraceparent(msg.headers?.get("traceparent"));
+    if (!tp) return context.active();
+    return trace.setSpanContext(context.active(), { traceId: tp.traceId, spanId: tp.spanId, traceFlags: tp.flags, isRemote: true });
+  }
+
+  private async handleSyscall(msg: Msg, actor: string | undefined, op: string | undefined, span: Span): Promise<SyscallReply> {
+    let request;
+    try {
+      if (actor === undefined) throw new MaxwellError(ErrorCode.BadRequest, `malformed syscall subject '${msg.subject}'`);
+      if (op === undefined || !isSyscallOp(op)) {
+        throw new MaxwellError(ErrorCode.BadRequest, `unknown syscall '${String(op)}': expected one of ${Object.values(SyscallOp).join(", ")}`);
+      }
+      if (msg.data.length > MAX_SYSCALL_BYTES) {
+        throw new MaxwellError(ErrorCode.BadRequest, `syscall payload of ${msg.data.length} bytes exceeds the limit of ${MAX_SYSCALL_BYTES}`);
+      }
+      if (msg.headers) {
+        for (const [name] of msg.headers) {
+          if (FORBIDDEN_HEADERS.includes(name.toLowerCase())) {
+            throw new MaxwellError(ErrorCode.BadRequest, `header '${name}' is refused: the kernel takes actor and principal from the authenticated connection`);
+          }
+        }
+      }
+      request = parseSyscallRequest(decodeMap(msg.data));
+    } catch (err) {
+      return this.reject(msg, actor, MaxwellError.from(err, ErrorCode.BadRequest));
+    }
+
+    const key = syscallKey(actor, request.id);
+    const running = this.inflight.get(key);
+    if (running) return running;
+    const work = this.execute(actor, op, request, msg, span);
+    this.inflight.set(key, work);
+    try {
+      return await work;
+    } finally {
+      this.inflight.delete(key);
+    }
+  }
+
+  private async execute(actor: string, op: SyscallOp, request: ReturnType<typeof parseSyscallRequest>, msg: Msg, span: Span): Promise<SyscallReply> {
+    const tp = parseTraceparent(msg.headers?.get("traceparent"));
+    let outcome;
+    try {
+      outcome = decideSyscall(this.state, this.policy, {
+        actor,
+        op,
+        request,
+        now: Date.now(),
+        ...(tp ? { headerTrace: tp.traceId } : {}),
+        newId: newEventId,
+        newTrace: newTraceId,
+      });
+    } catch (err) {
+      return this.reject(msg, actor, MaxwellError.from(err, ErrorCode.BadRequest));
+    }
+    if (outcome.kind === "repeat") return outcome.reply;
+
+    const event = outcome.event;
+    if (event.type === EventType.Reply) {
+      if (this.answering.has(event.inReplyTo)) {
+        return this.reject(msg, actor, new MaxwellError(ErrorCode.Conflict, `request ${event.inReplyTo} is already being answered`));
+      }
+      this.answering.add(event.inReplyTo);
+    }
+    if ("decision" in event) {
+      span.setAttribute("mx.decision", event.decision.effect);
+      span.setAttribute("mx.policies", event.decision.policies.join(","));
+    }
+    if ("trace" in event) span.setAttribute("mx.trace", event.trace);
+    const traceparent = "trace" in event ? formatTraceparent(event.trace, span.spanContext().spanId !== "0000000000000000" ? span.spanContext().spanId : newSpanId()) : undefined;
+    try {
+      const stored = await this.appender.append(outcome.subject, outcome.msgId, () => event, traceparent);
+      if (event.type === EventType.Denied) {
+        this.opts.log.info({ actor, op, to: event.to, code: event.error.code, policies: event.decision.policies }, "denied");
+      }
+      return outcome.answer(stored);
+    } finally {
+      if (event.type === EventType.Reply) this.answering.delete(event.inReplyTo);
+    }
+  }
+
+  /** Records input that could not be accepted, and answers it with a typed error. */
+  private async reject(msg: Msg, actor: string | undefined, error: MaxwellError): Promise<SyscallReply> {
+    const wire: WireError = { code: error.code, message: error.message };
+    this.opts.log.warn({ subject: msg.subject.slice(0, 200), actor, code: error.code, reason: error.message }, "syscall rejected");
+    const subject = actor ? subjects.logDecision(actor) : subjects.logRejectedUnknown();
+    const id = newEventId();
+    await this.appender.append(subject, `rejected:${id}`, () => ({
+      v: EVENT_VERSION,
+      id,
+      at: Date.now(),
+      type: EventType.Rejected,
+      ...(actor ? { actor } : {}),
+      subject: msg.subject.slice(0, 256),
+      size: msg.data.length,
+      error: wire,
+    }));
+    return { ok: false, error: wire };
+  }
+
+  private onStored(event: LogEvent, hash: string): void {
+    evolve(this.state, event, hash);
+    this.sinceCheckpoint += 1;
+    if (event.type === EventType.Message && event.kind === "request" && event.deadline !== undefined) this.armTimeout(event.id, event.deadline);
+    if (event.type === EventType.Reply) {
+      const t = this.timers.get(event.inReplyTo);
+      if (t) {
+        clearTimeout(t);
+        this.timers.delete(event.inReplyTo);
+      }
+    }
+    if (this.sinceCheckpoint >= (this.opts.checkpointEvery ?? 1000) && !this.stopping) {
+      this.sinceCheckpoint = 0;
+      void this.checkpoint().catch((err: unknown) => this.opts.log.error({ err: String(err) }, "checkpoint failed"));
+    }
+  }
+
+  private armTimeout(id: EventId, deadline: number): void {
+    const fire = (): void => {
+      this.timers.delete(id);
+      if (this.answering.has(id) || this.stopping) return;
+      const t = timeoutReply(this.state, id, Date.now(), newEventId, this.policy.policySet.hash);
+      if (!t) return;
+      this.answering.add(id);
+      void this.appender
+        .append(t.subject, t.msgId, () => t.event)
+        .catch((err: unknown) => this.opts.log.error({ err: String(err), request: id }, "could not record a request timeout"))
+        .finally(() => this.answering.delete(id));
+    };
+    const timer = setTimeout(fire, Math.max(0, deadline - Date.now()));
+    timer.unref();
+    this.timers.set(id, timer);
+  }
+
+  // ---------------------------------------------------------------- housekeeping
+
+  private async appendKernel(what: "genesis" | "policy" | "checkpoint", fields: Record<string, unknown>, build?: (seq: number, prev: string) => Record<string, unknown>): Promise<LogEvent> {
+    const id = newEventId();
+    return this.appender.append(subjects.logKernel(what), `kernel:${id}`, (seq, prev) => ({
+      v: EVENT_VERSION,
+      id,
+      at: Date.now(),
+      ...fields,
+      ...(build ? build(seq, prev) : {}),
+    }) as PendingEvent);
+  }
+
+  private async loadPolicies(): Promise<void> {
+    const file = this.opts.policyFile;
+    if (!existsSync(file)) {
+      mkdirSync(dirname(file), { recursive: true });
+      writeFileSync(file, this.opts.defaultPolicyText);
+      this.opts.log.info({ file }, "wrote the default policy set");
+    }
+    const set = this.policy.load(readFileSync(file, "utf8"));
+    if (set.hash !== this.state.policySet) {
+      await this.appendKernel("policy", { type: EventType.PolicyLoaded, policySet: set.hash, policies: set.ids });
+    }
+    this.opts.log.info({ file, policies: set.ids, hash: set.hash.slice(0, 12) }, "policy set in force");
+  }
+
+  /** Appends a signed checkpoint of the chain head and saves it outside the log. */
+  async checkpoint(): Promise<number> {
+    this.sinceCheckpoint = 0;
+    const key = this.kernelKp.getPublicKey();
+    const stored = await this.appendKernel("checkpoint", { type: EventType.Checkpoint, key }, (seq, prev) => ({
+      upTo: seq - 1,
+      head: prev,
+      sig: sign(this.kernelKp, checkpointMessage(seq - 1, prev)),
+    }));
+    if (stored.type === EventType.Checkpoint) {
+      mkdirSync(dirname(this.opts.anchorFile), { recursive: true });
+      writeFileSync(this.opts.anchorFile, JSON.stringify({ upTo: stored.upTo, head: stored.head, seq: stored.seq, key, at: stored.at }) + "\n");
+      return stored.upTo;
+    }
+    return 0;
+  }
+
+  // ---------------------------------------------------------------- admin
+
+  private async onAdmin(msg: Msg): Promise<void> {
+    const op = msg.subject.split(".").pop();
+    let reply: AdminReply<unknown>;
+    try {
+      const body = msg.data.length > 0 ? decodeMap(msg.data) : {};
+      switch (op) {
+        case AdminOp.Register: {
+          const run = this.registering.then(() => this.register(body as unknown as RegisterRequest));
+          this.registering = run.catch(() => undefined);
+          reply = { ok: true, result: await run };
+          break;
+        }
+        case AdminOp.List:
+          reply = { ok: true, result: [...this.state.identities.values()].map((i) => ({ ...i })) satisfies IdentitySummary[] };
+          break;
+        case AdminOp.Status:
+          reply = { ok: true, result: this.status() };
+          break;
+        case AdminOp.Checkpoint:
+          await this.appender.drain();
+          reply = { ok: true, result: { upTo: await this.checkpoint() } };
+          break;
+        default:
+          throw new MaxwellError(ErrorCode.BadRequest, `unknown admin operation '${String(op)}'`);
+      }
+    } catch (err) {
+      const e = MaxwellError.from(err, ErrorCode.BadRequest);
+      this.opts.log.warn({ op, code: e.code, reason: e.message }, "admin request failed");
+      reply = { ok: false, error: e.toWire() };
+    }
+    if (msg.reply) msg.respond(encode(reply));
+  }
+
+  private status(): KernelStatus {
+    return {
+      seq: this.state.head.seq,
+      events: this.state.events,
+      identities: this.state.identities.size,
+      policySet: this.policy.policySet.hash,
+      policies: this.policy.policySet.ids,
+      lastCheckpoint: this.state.lastCheckpoint,
+      pendingRequests: this.state.pending.size,
+      uptimeMs: Date.now() - this.startedAt,
+      kernelKey: this.kernelKp.getPublicKey(),
+    };
+  }
+
+  private async register(req: RegisterRequest): Promise<RegisterResult> {
+    const name: unknown = req.name;
+    const kind: unknown = req.kind;
+    if (!isName(name)) throw new MaxwellError(ErrorCode.BadRequest, `invalid name ${JSON.stringify(name)}: use 1-64 characters from a-z, 0-9, '-', '_', starting with a letter`);
+    if (RESERVED_NAMES.has(name)) throw new MaxwellError(ErrorCode.BadRequest, `'${name}' is reserved for the kernel`);
+    if (kind !== "agent" && kind !== "principal") throw new MaxwellError(ErrorCode.BadRequest, `kind must be 'agent' or 'principal', not ${JSON.stringify(kind)}`);
+    const groups: unknown = req.groups ?? [];
+    if (!Array.isArray(groups) || !groups.every(isName)) throw new MaxwellError(ErrorCode.BadRequest, "groups must be a list of valid names");
+    if (this.state.identities.has(name)) throw new MaxwellError(ErrorCode.Conflict, `'${name}' is already registered (as ${this.state.identities.get(name)?.kind})`);
+    const minted = await mintUser(this.accountKp, name, kind === "agent" ? grantsFor.agent(name) : grantsFor.principal(name));
+    if (kind === "agent") await ensureAgentConsumers(this.jsm, name);
+    const id = newEventId();
+    const stored = await this.appender.append(subjects.logIdentity(name), `id:${name}`, () => ({
+      v: EVENT_VERSION,
+      id,
+      at: Date.now(),
+      type: EventType.IdentityRegistered,
+      name,
+      kind: kind as IdentityKind,
+      groups: groups as string[],
+      publicKey: minted.publicKey,
+    }));
+    this.policy.invalidate();
+    this.opts.log.info({ name, kind, groups }, "identity registered");
+    return { name, kind: kind as IdentityKind, groups: groups as string[], publicKey: minted.publicKey, creds: new TextDecoder().decode(minted.creds), seq: stored.seq };
+  }
+}

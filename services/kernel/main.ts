@@ -1,0 +1,76 @@
+/**
+ * Entry point of the kernel service. `maxwell up` starts it with a data directory; it can also
+ * run on its own against any NATS server given the kernel's credential and keys.
+ */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { dataLayout, packageRoot, resolveDataDir } from "../../src/runtime/paths.js";
+import { createLogger } from "../../src/runtime/logger.js";
+import { keyFiles } from "../../src/transport/identity.js";
+import { Kernel } from "./kernel.js";
+
+const HELP = `usage: maxwell-kernel --nats URL [--data DIR] [--creds FILE] [--account-key FILE] [--kernel-key FILE] [--policies FILE]
+
+Runs Maxwell's kernel: the reference monitor and sole writer of the log.
+Defaults come from the data directory (--data, MAXWELL_HOME, or ./.maxwell).`;
+
+const { values } = parseArgs({
+  options: {
+    nats: { type: "string" },
+    data: { type: "string" },
+    creds: { type: "string" },
+    "account-key": { type: "string" },
+    "kernel-key": { type: "string" },
+    policies: { type: "string" },
+    help: { type: "boolean", short: "h" },
+  },
+});
+if (values.help) {
+  process.stdout.write(HELP + "\n");
+  process.exit(0);
+}
+const log = createLogger("kernel");
+const servers = values.nats ?? process.env["MAXWELL_NATS_URL"];
+if (!servers) {
+  process.stderr.write("maxwell-kernel: --nats URL is required\n" + HELP + "\n");
+  process.exit(2);
+}
+const layout = dataLayout(resolveDataDir(values.data));
+const keys = keyFiles(layout.keys);
+const defaultPolicyText = readFileSync(join(packageRoot, "services", "kernel", "default-policies.cedar"), "utf8");
+
+const kernel = new Kernel({
+  servers,
+  creds: values.creds ?? layout.credsOf("kernel"),
+  accountKey: values["account-key"] ?? keys.account,
+  kernelKey: values["kernel-key"] ?? keys.kernel,
+  policyFile: values.policies ?? layout.policies,
+  defaultPolicyText,
+  anchorFile: layout.anchor,
+  log,
+});
+
+let stopping = false;
+async function shutdown(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  log.info({ signal }, "stopping");
+  await kernel.stop();
+  process.exit(0);
+}
+process.on("SIGTERM", () => void shutdown("SIGTERM"));
+process.on("SIGINT", () => void shutdown("SIGINT"));
+
+try {
+  await kernel.start();
+  process.stdout.write("kernel ready\n");
+  const closed = await kernel.closed();
+  if (!stopping) {
+    log.error({ err: closed instanceof Error ? closed.message : undefined }, "NATS connection closed; exiting");
+    process.exit(1);
+  }
+} catch (err) {
+  log.fatal({ err: err instanceof Error ? err.message : String(err) }, "kernel failed to start");
+  process.exit(1);
+}

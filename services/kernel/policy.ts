@@ -1,0 +1,169 @@
+/**
+ * The policy decision point: Cedar policies validated against schemas/maxwell.cedarschema,
+ * evaluated with cedar-wasm. Default deny; any evaluation error is a deny (Cedar skips a policy
+ * whose condition errors, so an erroring `forbid` would otherwise allow). Decisions are cached
+ * keyed on everything they read, and the cache is dropped when policies or identities change.
+ */
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import * as cedar from "@cedar-policy/cedar-wasm/nodejs";
+import { ErrorCode, MaxwellError, type Decision } from "../../src/protocol/mod.js";
+import { schemaPath } from "../../src/runtime/paths.js";
+
+export type CedarAction = "message.send" | "message.request" | "message.reply";
+
+export interface Entity {
+  type: "Agent" | "Principal";
+  name: string;
+  groups: readonly string[];
+}
+
+export interface DecisionRequest {
+  actor: Entity;
+  action: CedarAction;
+  resource: Entity;
+  principal: string;
+  depth: number;
+}
+
+export interface LoadedPolicySet {
+  hash: string;
+  ids: string[];
+  text: string;
+}
+
+const NS = "Maxwell";
+
+function uid(e: { type: string; name: string }): { type: string; id: string } {
+  return { type: `${NS}::${e.type}`, id: e.name };
+}
+
+function entityJson(e: Entity): cedar.EntityJson {
+  return {
+    uid: { type: `${NS}::${e.type}`, id: e.name },
+    attrs: {},
+    parents: e.groups.map((g) => ({ type: `${NS}::Group`, id: g })),
+  };
+}
+
+const ID_ANNOTATION = /@id\(\s*"([^"]+)"\s*\)/;
+
+/** Splits a policy file into policies keyed by their @id (or policyN when unannotated). */
+function splitPolicies(text: string): Record<string, string> {
+  const parts = cedar.policySetTextToParts(text);
+  if (parts.type === "failure") {
+    throw new MaxwellError(ErrorCode.BadRequest, `policy set does not parse: ${parts.errors.map((e) => e.message).join("; ")}`);
+  }
+  const out: Record<string, string> = {};
+  parts.policies.forEach((p, i) => {
+    const id = ID_ANNOTATION.exec(p)?.[1] ?? `policy${i}`;
+    if (out[id] !== undefined) throw new MaxwellError(ErrorCode.BadRequest, `policy set has two policies with @id("${id}")`);
+    out[id] = p;
+  });
+  if (parts.policy_templates.length > 0) {
+    throw new MaxwellError(ErrorCode.BadRequest, "policy templates are not supported yet");
+  }
+  return out;
+}
+
+let preparsedSchema = false;
+
+export class PolicyEngine {
+  private current: LoadedPolicySet | undefined;
+  private readonly cache = new Map<string, Decision>();
+  private static readonly CACHE_LIMIT = 100_000;
+  private readonly schemaText: string;
+
+  constructor() {
+    this.schemaText = readFileSync(schemaPath("maxwell.cedarschema"), "utf8");
+    if (!preparsedSchema) {
+      const r = cedar.preparseSchema("maxwell", this.schemaText);
+      if (r.type === "failure") throw new MaxwellError(ErrorCode.Internal, `Cedar schema does not parse: ${r.errors.map((e) => e.message).join("; ")}`);
+      preparsedSchema = true;
+    }
+  }
+
+  /** The policy set in force. */
+  get policySet(): LoadedPolicySet {
+    if (!this.current) throw new MaxwellError(ErrorCode.Unavailable, "no policy set loaded");
+    return this.current;
+  }
+
+  /**
+   * Validates `text` against the schema and makes it the set in force. A set that does not
+   * parse or validate is refused with the validator's message and the old set stays in force.
+   */
+  load(text: string): LoadedPolicySet {
+    const policies = splitPolicies(text);
+    const validation = cedar.validate({
+      schema: this.schemaText,
+      policies: { staticPolicies: policies },
+      validationSettings: { mode: "strict" },
+    });
+    if (validation.type === "failure") {
+      throw new MaxwellError(ErrorCode.BadRequest, `policy set is invalid: ${validation.errors.map((e) => e.message).join("; ")}`);
+    }
+    if (validation.validationErrors.length > 0) {
+      const msgs = validation.validationErrors.map((e) => `${e.policyId}: ${e.error.message}`);
+      throw new MaxwellError(ErrorCode.BadRequest, `policy set does not validate against the Maxwell schema: ${msgs.join("; ")}`);
+    }
+    const hash = createHash("sha256").update(text).digest("hex");
+    const id = `pset-${hash.slice(0, 16)}`;
+    const pre = cedar.preparsePolicySet(id, { staticPolicies: policies });
+    if (pre.type === "failure") {
+      throw new MaxwellError(ErrorCode.BadRequest, `policy set does not parse: ${pre.errors.map((e) => e.message).join("; ")}`);
+    }
+    this.current = { hash, ids: Object.keys(policies), text };
+    this.cache.clear();
+    return this.current;
+  }
+
+  /** Drops cached decisions (identities or their groups changed). */
+  invalidate(): void {
+    this.cache.clear();
+  }
+
+  /** Decides; never throws. Errors of any kind are a deny that names them. */
+  decide(req: DecisionRequest): Decision {
+    const set = this.current;
+    if (!set) return { effect: "deny", policies: [], policySet: "none", errors: ["no policy set loaded"] };
+    const key = `${req.actor.type}:${req.actor.name}:${req.actor.groups.join(",")}|${req.action}|${req.resource.type}:${req.resource.name}:${req.resource.groups.join(",")}|${req.principal}|${req.depth}`;
+    const hit = this.cache.get(key);
+    if (hit) return hit;
+    const decision = this.evaluate(set, req);
+    if (this.cache.size >= PolicyEngine.CACHE_LIMIT) this.cache.clear();
+    this.cache.set(key, decision);
+    return decision;
+  }
+
+  private evaluate(set: LoadedPolicySet, req: DecisionRequest): Decision {
+    let answer: cedar.AuthorizationAnswer;
+    try {
+      answer = cedar.statefulIsAuthorized({
+        principal: uid(req.actor),
+        action: { type: `${NS}::Action`, id: req.action },
+        resource: uid(req.resource),
+        context: { principal: req.principal, depth: req.depth },
+        preparsedPolicySetId: `pset-${set.hash.slice(0, 16)}`,
+        preparsedSchemaName: "maxwell",
+        validateRequest: true,
+        entities: req.actor.name === req.resource.name && req.actor.type === req.resource.type ? [entityJson(req.actor)] : [entityJson(req.actor), entityJson(req.resource)],
+      });
+    } catch (err) {
+      return { effect: "deny", policies: [], policySet: set.hash, errors: [`policy evaluation failed: ${String(err)}`] };
+    }
+    if (answer.type === "failure") {
+      return { effect: "deny", policies: [], policySet: set.hash, errors: answer.errors.map((e) => e.message) };
+    }
+    const { decision, diagnostics } = answer.response;
+    if (diagnostics.errors.length > 0) {
+      return {
+        effect: "deny",
+        policies: diagnostics.errors.map((e) => e.policyId),
+        policySet: set.hash,
+        errors: diagnostics.errors.map((e) => `${e.policyId}: ${e.error.message}`),
+      };
+    }
+    return { effect: decision, policies: diagnostics.reason, policySet: set.hash };
+  }
+}

@@ -1,0 +1,203 @@
+/**
+ * The log's events and the syscall wire shapes. Every event in the log is one of {@link LogEvent};
+ * its stored bytes are msgpack of that object, and its `prev` field chains it to the entry before.
+ * The JSON Schemas in schemas/ describe the same shapes for other languages and are what the
+ * kernel validates incoming syscalls against.
+ */
+import type { WireError } from "./errors.js";
+import type { EventId, SyscallId, TraceId } from "./ids.js";
+
+/** Version of the event format. */
+export const EVENT_VERSION = 1;
+
+export const EventType = {
+  Genesis: "kernel.genesis",
+  PolicyLoaded: "policy.loaded",
+  IdentityRegistered: "identity.registered",
+  Message: "message",
+  Reply: "reply",
+  Denied: "decision.denied",
+  Rejected: "input.rejected",
+  Record: "record",
+  Checkpoint: "checkpoint",
+} as const;
+export type EventType = (typeof EventType)[keyof typeof EventType];
+
+export const IdentityKind = { Agent: "agent", Principal: "principal" } as const;
+export type IdentityKind = (typeof IdentityKind)[keyof typeof IdentityKind];
+
+/** A kernel decision, recorded with the event it governs. */
+export interface Decision {
+  effect: "allow" | "deny";
+  /** Ids of the policies that determined the decision (empty for default deny). */
+  policies: string[];
+  /** sha256 of the policy set in force. */
+  policySet: string;
+  /** Evaluation errors; any error makes the decision deny. */
+  errors?: string[];
+}
+
+/** A value an agent observed that replay must serve back: clock reads and random draws. */
+export interface Observation {
+  kind: "now" | "random";
+  value: number;
+}
+
+/** Fields every stored event has. */
+interface EventBase {
+  v: typeof EVENT_VERSION;
+  /** Stream sequence this event was written at. */
+  seq: number;
+  /** Hex sha256 of the previous log entry (subject and bytes); 64 zeros for the first. */
+  prev: string;
+  id: EventId;
+  /** Kernel clock, ms since the epoch. */
+  at: number;
+}
+
+/** Fields of events caused by an actor's syscall. */
+interface CausedFields {
+  /** The authenticated actor: taken from the subject it published on, never from a payload. */
+  actor: string;
+  /** On whose behalf: stamped at ingress, carried along the causal chain. */
+  principal: string;
+  /** The caller's syscall id: repeats of it are answered from the log. */
+  syscall: SyscallId;
+  trace: TraceId;
+  /** The event whose handling caused this syscall, if any. */
+  causation?: EventId;
+  /** Hops from the principal's original injection. */
+  depth: number;
+  labels?: string[];
+}
+
+export interface GenesisEvent extends EventBase {
+  type: typeof EventType.Genesis;
+  /** Public nkey that signs checkpoints. */
+  kernelKey: string;
+}
+
+export interface PolicyLoadedEvent extends EventBase {
+  type: typeof EventType.PolicyLoaded;
+  policySet: string;
+  policies: string[];
+}
+
+export interface IdentityRegisteredEvent extends EventBase {
+  type: typeof EventType.IdentityRegistered;
+  name: string;
+  kind: IdentityKind;
+  groups: string[];
+  /** Public nkey of the identity's NATS user. */
+  publicKey: string;
+}
+
+/** A message or request delivered to `to`'s inbox. The decision rides with it: one write. */
+export interface MessageEvent extends EventBase, CausedFields {
+  type: typeof EventType.Message;
+  kind: "send" | "request";
+  to: string;
+  body: unknown;
+  decision: Decision;
+  /** For requests: when the kernel answers `timeout` if no reply came (ms since the epoch). */
+  deadline?: number;
+  observed?: Observation[];
+}
+
+/** The answer to a request, delivered to the requester's replies. */
+export interface ReplyEvent extends EventBase, CausedFields {
+  type: typeof EventType.Reply;
+  to: string;
+  inReplyTo: EventId;
+  body?: unknown;
+  /** Set when the request failed (e.g. timeout) instead of being answered. */
+  error?: WireError;
+  decision: Decision;
+  observed?: Observation[];
+}
+
+export interface DeniedEvent extends EventBase, CausedFields {
+  type: typeof EventType.Denied;
+  op: string;
+  to?: string;
+  decision: Decision;
+  error: WireError;
+  observed?: Observation[];
+}
+
+/** Input that could not be accepted (malformed, invalid, forged). */
+export interface RejectedEvent extends EventBase {
+  type: typeof EventType.Rejected;
+  /** The actor the subject named, when it was well formed. */
+  actor?: string;
+  subject: string;
+  size: number;
+  error: WireError;
+}
+
+export interface RecordEvent extends EventBase, CausedFields {
+  type: typeof EventType.Record;
+  observed: Observation[];
+}
+
+export interface CheckpointEvent extends EventBase {
+  type: typeof EventType.Checkpoint;
+  /** Last sequence covered. */
+  upTo: number;
+  /** Hash of the entry at `upTo`. */
+  head: string;
+  /** Public nkey of the signer. */
+  key: string;
+  /** base64 ed25519 signature over {@link checkpointMessage}. */
+  sig: string;
+}
+
+export type LogEvent =
+  | GenesisEvent
+  | PolicyLoadedEvent
+  | IdentityRegisteredEvent
+  | MessageEvent
+  | ReplyEvent
+  | DeniedEvent
+  | RejectedEvent
+  | RecordEvent
+  | CheckpointEvent;
+
+/** A log event before the appender assigns its place in the chain. */
+export type PendingEvent = LogEvent extends infer E
+  ? E extends LogEvent
+    ? Omit<E, "seq" | "prev">
+    : never
+  : never;
+
+/** The bytes a checkpoint signature covers. */
+export function checkpointMessage(upTo: number, head: string): string {
+  return `maxwell-checkpoint:v1:${upTo}:${head}`;
+}
+
+/** What an actor publishes on `mx.sys.<actor>.<op>`. Actor and principal are never in here. */
+export interface SyscallRequest {
+  id: SyscallId;
+  to?: string;
+  body?: unknown;
+  causation?: EventId;
+  inReplyTo?: EventId;
+  timeoutMs?: number;
+  observed?: Observation[];
+  /** For reply: answer with an error instead of a body. */
+  error?: { code: WireError["code"]; message: string };
+}
+
+/** What the kernel answers a syscall with. */
+export type SyscallReply =
+  | { ok: true; result: SyscallResult }
+  | { ok: false; error: WireError };
+
+export interface SyscallResult {
+  event: EventId;
+  seq: number;
+  /** True when this answer comes from the log because the syscall id was seen before. */
+  repeated?: boolean;
+  /** For a repeated request whose reply is already in the log. */
+  reply?: ReplyEvent;
+}

@@ -1,0 +1,54 @@
+/**
+ * Maxwell's wire protocol: subjects, event and syscall shapes, the error type, msgpack encoding,
+ * schema validation and the hash chain. Pure: no I/O and no NATS import, so any part of the tree
+ * (and any test) can use it.
+ *
+ * @example
+ * ```ts
+ * import { subjects, encode, SyscallOp } from "maxwell/protocol";
+ * nc.request(subjects.syscall("alice", SyscallOp.Send), encode({ id: "boot:1", to: "worker", body: "hi" }));
+ * ```
+ */
+export { ErrorCode, MaxwellError, isErrorCode } from "./errors.js";
+export type { WireError } from "./errors.js";
+export {
+  AdminOp,
+  FORBIDDEN_HEADERS,
+  Header,
+  KERNEL_QUEUE,
+  LOG_STREAM,
+  PREFIX,
+  SyscallOp,
+  assertName,
+  consumers,
+  isName,
+  isSyscallOp,
+  parseSyscallSubject,
+  subjects,
+} from "./subjects.js";
+export { isSyscallId, isTraceId, newEventId, newScope, syscallId } from "./ids.js";
+export type { EventId, SyscallId, TraceId } from "./ids.js";
+export { EVENT_VERSION, EventType, IdentityKind, checkpointMessage } from "./events.js";
+export type {
+  CheckpointEvent,
+  Decision,
+  DeniedEvent,
+  GenesisEvent,
+  IdentityRegisteredEvent,
+  LogEvent,
+  MessageEvent,
+  Observation,
+  PendingEvent,
+  PolicyLoadedEvent,
+  RecordEvent,
+  RejectedEvent,
+  ReplyEvent,
+  SyscallReply,
+  SyscallRequest,
+  SyscallResult,
+} from "./events.js";
+export { decode, decodeMap, encode } from "./codec.js";
+export { parseLogEvent, parseSyscallRequest } from "./schemas.js";
+export { ChainVerifier, GENESIS_PREV, entryHash } from "./chain.js";
+export type { ChainProblem, SignatureCheck, StoredEntry, VerifyReport } from "./chain.js";
+export { formatTraceparent, newSpanId, newTraceId, parseTraceparent } from "./trace.js";

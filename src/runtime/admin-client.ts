@@ -1,0 +1,58 @@
+/**
+ * The admin side of the kernel: what the CLI (and tests) use to register identities, list them,
+ * ask for status and force a checkpoint. Connects with the admin credential.
+ */
+import { ErrorCode, MaxwellError, decodeMap, encode, subjects, type AdminOp } from "../protocol/mod.js";
+import { connectNats, requestRaw, type NatsConnection } from "../transport/connection.js";
+import type { AdminReply, IdentitySummary, KernelStatus, RegisterRequest, RegisterResult } from "./admin.js";
+
+export class AdminClient {
+  private constructor(readonly nc: NatsConnection) {}
+
+  static async connect(servers: string, creds: string | Uint8Array, opts: { reconnect?: boolean } = {}): Promise<AdminClient> {
+    const nc = await connectNats({ servers, creds, name: "maxwell-admin", reconnect: opts.reconnect ?? false });
+    return new AdminClient(nc);
+  }
+
+  private async call<T>(op: AdminOp, body: unknown, timeoutMs = 10_000): Promise<T> {
+    let raw: Uint8Array;
+    try {
+      raw = await requestRaw(this.nc, subjects.admin(op), encode(body ?? {}), { timeoutMs });
+    } catch (err) {
+      throw new MaxwellError(ErrorCode.Unavailable, `the kernel did not answer (${(err as Error).message}); is 'maxwell up' running?`, { cause: err });
+    }
+    const reply = decodeMap(raw) as unknown as AdminReply<T>;
+    if (reply.ok) return reply.result;
+    throw MaxwellError.fromWire(reply.error);
+  }
+
+  register(req: RegisterRequest): Promise<RegisterResult> {
+    return this.call("register", req, 30_000);
+  }
+  list(): Promise<IdentitySummary[]> {
+    return this.call("list", {});
+  }
+  status(): Promise<KernelStatus> {
+    return this.call("status", {});
+  }
+  checkpoint(): Promise<{ upTo: number }> {
+    return this.call("checkpoint", {});
+  }
+
+  /** Waits until the kernel answers status (it may still be rebuilding). */
+  async waitForKernel(timeoutMs = 30_000): Promise<KernelStatus> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        return await this.call<KernelStatus>("status", {}, 1000);
+      } catch (err) {
+        if (Date.now() > until) throw err;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.nc.close();
+  }
+}

@@ -1,0 +1,43 @@
+/**
+ * Wire shapes of the admin operations (CLI → kernel on mx.admin.<op>). The admin credential is
+ * the only one the server lets publish there.
+ */
+import type { IdentityKind } from "../protocol/events.js";
+import type { WireError } from "../protocol/errors.js";
+
+export interface RegisterRequest {
+  name: string;
+  kind: IdentityKind;
+  groups?: string[];
+}
+
+export interface RegisterResult {
+  name: string;
+  kind: IdentityKind;
+  groups: string[];
+  publicKey: string;
+  /** Standard NATS creds file content. Write it with mode 0600. */
+  creds: string;
+  seq: number;
+}
+
+export interface IdentitySummary {
+  name: string;
+  kind: IdentityKind;
+  groups: string[];
+  publicKey: string;
+}
+
+export interface KernelStatus {
+  seq: number;
+  events: number;
+  identities: number;
+  policySet: string;
+  policies: string[];
+  lastCheckpoint: number;
+  pendingRequests: number;
+  uptimeMs: number;
+  kernelKey: string;
+}
+
+export type AdminReply<T> = { ok: true; result: T } | { ok: false; error: WireError };

@@ -1,0 +1,75 @@
+/**
+ * What an agent author writes: `defineAgent({ name, onMessage })`. The handler gets each
+ * delivered message and a context whose methods are syscalls to the kernel. Everything the
+ * handler observes (messages, replies, clock, random) is in the log, so it can be replayed.
+ */
+import type { EventId, TraceId } from "../protocol/ids.js";
+import type { Logger } from "../runtime/logger.js";
+
+/** A message delivered to an agent. */
+export interface Message<T = unknown> {
+  /** Event id in the log; also the delivery's dedupe key. */
+  id: EventId;
+  /** Stream sequence of the event. */
+  seq: number;
+  /** Who sent it: the authenticated actor. */
+  from: string;
+  /** On whose behalf the work runs. */
+  principal: string;
+  kind: "send" | "request";
+  body: T;
+  trace: TraceId;
+  depth: number;
+  /** True when the server delivered this event before (e.g. after a crash). */
+  redelivered: boolean;
+}
+
+export interface SendResult {
+  /** Id of the log event that records and delivers the message. */
+  event: EventId;
+  seq: number;
+}
+
+export interface RequestOptions {
+  /** How long the kernel waits for the reply before answering `timeout` (default 30 s). */
+  timeoutMs?: number;
+}
+
+/** The syscalls available to a handler. */
+export interface AgentContext {
+  /** This agent's name. */
+  readonly name: string;
+  /** The message being handled, if any. */
+  readonly message: Message | undefined;
+  readonly log: Logger;
+  /** Sends a message to another agent through the kernel. */
+  send(to: string, body: unknown): Promise<SendResult>;
+  /** Asks another agent and waits for its answer (or a typed `timeout`/`forbidden` error). */
+  request<R = unknown>(to: string, body: unknown, opts?: RequestOptions): Promise<R>;
+  /** Answers the request being handled. Returning a value from the handler does the same. */
+  reply(body: unknown): Promise<void>;
+  /** The current time in ms, recorded for replay. Use instead of Date.now(). */
+  now(): number;
+  /** A random number in [0, 1), recorded for replay. Use instead of Math.random(). */
+  random(): number;
+}
+
+export interface AgentDefinition {
+  /** Agent name; defaults to MAXWELL_AGENT from the environment. */
+  name?: string;
+  /**
+   * Handles one delivered message. For a request, the returned value (if not undefined and
+   * `ctx.reply` was not called) is the reply; a thrown error becomes an error reply.
+   */
+  onMessage(message: Message, ctx: AgentContext): unknown;
+  /** Runs once after connecting, before messages are handled. */
+  onStart?(ctx: AgentContext): unknown;
+  /** Messages handled at once (default 1: in order). */
+  concurrency?: number;
+}
+
+/** Declares an agent. Run it with `runAgent` (or `main`, which reads the environment). */
+export function defineAgent(def: AgentDefinition): AgentDefinition {
+  if (typeof def.onMessage !== "function") throw new TypeError("defineAgent needs an onMessage(message, ctx) function");
+  return def;
+}

@@ -1,0 +1,30 @@
+/**
+ * `main(def)`: the usual way to start an agent process. Reads MAXWELL_AGENT, MAXWELL_NATS_URL
+ * and MAXWELL_CREDS (set by `maxwell up`), runs the agent, and drains it on SIGTERM/SIGINT.
+ */
+import type { AgentDefinition } from "./agent.js";
+import { runAgent, type RunOptions } from "./runner.js";
+
+export async function main(def: AgentDefinition, opts: RunOptions = {}): Promise<void> {
+  let agent;
+  try {
+    agent = await runAgent(def, opts);
+  } catch (err) {
+    process.stderr.write(`agent failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  }
+  const running = agent;
+  let stopping = false;
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    void running.stop().then(() => process.exit(0));
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+  await running.closed();
+  if (!stopping) {
+    process.stderr.write("agent lost its NATS connection; exiting\n");
+    process.exit(1);
+  }
+}

@@ -1,0 +1,23 @@
+/**
+ * Maxwell's agent SDK. An agent is its own process holding its own credential; every effect it
+ * has goes through the kernel as a syscall.
+ *
+ * @example
+ * ```ts
+ * import { defineAgent, main } from "maxwell/sdk";
+ *
+ * export default defineAgent({
+ *   name: "echo",
+ *   async onMessage(msg, ctx) {
+ *     if (msg.kind === "request") return { echoed: msg.body, at: ctx.now() };
+ *   },
+ * });
+ * ```
+ */
+export { defineAgent } from "./agent.js";
+export type { AgentContext, AgentDefinition, Message, RequestOptions, SendResult } from "./agent.js";
+export { runAgent } from "./runner.js";
+export type { RunOptions, RunningAgent } from "./runner.js";
+export { main } from "./main.js";
+export { ErrorCode, MaxwellError } from "../protocol/errors.js";
+export type { WireError } from "../protocol/errors.js";

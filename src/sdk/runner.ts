@@ -1,0 +1,359 @@
+/**
+ * Runs an agent: connects with its own credential, pulls its deliveries from its durable
+ * consumers, runs the handler, and acknowledges a delivery only after the handler (and every
+ * syscall it made) finished. Unacked work is redelivered after a crash; duplicates are dropped by
+ * event id, and syscall ids are deterministic per (delivery, step), so a re-run handler's effects
+ * are answered from the log instead of repeated.
+ */
+import {
+  ErrorCode,
+  EventType,
+  MaxwellError,
+  SyscallOp,
+  assertName,
+  consumers,
+  decodeMap,
+  newScope,
+  subjects,
+  syscallId,
+  type EventId,
+  type MessageEvent,
+  type Observation,
+  type ReplyEvent,
+  type SyscallRequest,
+  type TraceId,
+} from "../protocol/mod.js";
+import { connectNats, consumeDurable, type DurableMessage, type DurableSubscription, type NatsConnection } from "../transport/connection.js";
+import { createLogger, type Logger } from "../runtime/logger.js";
+import type { AgentContext, AgentDefinition, Message, RequestOptions, SendResult } from "./agent.js";
+import { SyscallClient } from "./syscalls.js";
+
+export interface RunOptions {
+  /** NATS URL; default MAXWELL_NATS_URL. */
+  servers?: string;
+  /** Creds file path or content; default MAXWELL_CREDS. */
+  creds?: string | Uint8Array;
+  name?: string;
+  log?: Logger;
+  /** How long a syscall keeps retrying while the kernel is unavailable (default 60 s). */
+  retryForMs?: number;
+}
+
+export interface RunningAgent {
+  readonly name: string;
+  /** Stops taking deliveries, lets running handlers finish and ack, then disconnects. */
+  stop(): Promise<void>;
+  /** Resolves when the agent's connection closes. */
+  closed(): Promise<void>;
+}
+
+const LOCAL_GRACE_MS = 10_000;
+const REMEMBERED = 10_000;
+
+/** Runs `def` until stopped. */
+export async function runAgent(def: AgentDefinition, opts: RunOptions = {}): Promise<RunningAgent> {
+  const name = opts.name ?? def.name ?? process.env["MAXWELL_AGENT"];
+  assertName(name, "agent name");
+  const servers = opts.servers ?? process.env["MAXWELL_NATS_URL"];
+  const creds = opts.creds ?? process.env["MAXWELL_CREDS"];
+  if (!servers) throw new MaxwellError(ErrorCode.BadRequest, "no NATS URL: pass servers or set MAXWELL_NATS_URL");
+  if (!creds) throw new MaxwellError(ErrorCode.BadRequest, "no credential: pass creds or set MAXWELL_CREDS");
+  const log = opts.log ?? createLogger(`agent:${name}`);
+  const nc = await connectNats({ servers, creds, name: `agent:${name}`, inboxPrefix: subjects.inboxPrefix(name) });
+  const runtime = new AgentRuntime(def, name, nc, log, opts.retryForMs);
+  await runtime.start();
+  return {
+    name,
+    stop: () => runtime.stop(),
+    closed: async () => {
+      await nc.closed();
+    },
+  };
+}
+
+interface PendingRequest {
+  resolve: (reply: ReplyEvent) => void;
+  reject: (err: unknown) => void;
+  timer: NodeJS.Timeout;
+}
+
+class AgentRuntime {
+  private readonly syscalls: SyscallClient;
+  private inbox: DurableSubscription | undefined;
+  private replies: DurableSubscription | undefined;
+  private readonly pending = new Map<EventId, PendingRequest>();
+  private readonly early = new Map<EventId, ReplyEvent>();
+  private readonly done = new Set<EventId>();
+  private readonly active = new Set<EventId>();
+  private readonly running = new Set<Promise<void>>();
+  private readonly slots: Array<() => void> = [];
+  private readonly concurrency: number;
+  private loops: Promise<void>[] = [];
+  private stopping = false;
+
+  constructor(
+    private readonly def: AgentDefinition,
+    private readonly name: string,
+    private readonly nc: NatsConnection,
+    private readonly log: Logger,
+    retryForMs?: number,
+  ) {
+    this.syscalls = new SyscallClient(nc, name, retryForMs !== undefined ? { retryForMs } : {});
+    this.concurrency = Math.max(1, def.concurrency ?? 1);
+  }
+
+  async start(): Promise<void> {
+    this.replies = await consumeDurable(this.nc, consumers.replies(this.name));
+    this.loops.push(this.replyLoop(this.replies));
+    if (this.def.onStart) {
+      const ctx = new HandlerContext(this, undefined, newScope());
+      await this.def.onStart(ctx);
+      await ctx.flush();
+    }
+    this.inbox = await consumeDurable(this.nc, consumers.inbox(this.name), Math.max(64, this.concurrency * 2));
+    this.loops.push(this.inboxLoop(this.inbox));
+    this.log.info({ concurrency: this.concurrency }, "agent running");
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    await this.inbox?.close();
+    await Promise.allSettled([...this.running]);
+    await this.replies?.close();
+    await Promise.allSettled(this.loops);
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(new MaxwellError(ErrorCode.Unavailable, "agent is stopping"));
+    }
+    await this.nc.drain().catch(() => undefined);
+    this.log.info("agent stopped");
+  }
+
+  // -------------------------------------------------------------- deliveries
+
+  private async inboxLoop(sub: DurableSubscription): Promise<void> {
+    try {
+      for await (const m of sub) {
+        if (this.stopping) break;
+        await this.acquire();
+        const run = this.deliver(m).finally(() => {
+          this.running.delete(run);
+          this.release();
+        });
+        this.running.add(run);
+      }
+    } catch (err) {
+      if (!this.stopping) this.log.error({ err: String(err) }, "inbox consumer failed");
+    }
+  }
+
+  private async replyLoop(sub: DurableSubscription): Promise<void> {
+    try {
+      for await (const m of sub) {
+        let event: ReplyEvent;
+        try {
+          event = decodeMap(m.data) as unknown as ReplyEvent;
+        } catch (err) {
+          this.log.error({ seq: m.seq, err: String(err) }, "undecodable reply in the log; skipping");
+          m.ack();
+          continue;
+        }
+        const waiter = this.pending.get(event.inReplyTo);
+        if (waiter) {
+          this.pending.delete(event.inReplyTo);
+          clearTimeout(waiter.timer);
+          waiter.resolve(event);
+        } else {
+          // The request's syscall answer may still be on its way: keep the reply for it.
+          this.early.set(event.inReplyTo, event);
+          if (this.early.size > REMEMBERED) this.early.delete(this.early.keys().next().value as EventId);
+        }
+        m.ack();
+      }
+    } catch (err) {
+      if (!this.stopping) this.log.error({ err: String(err) }, "reply consumer failed");
+    }
+  }
+
+  private async deliver(m: DurableMessage): Promise<void> {
+    let event: MessageEvent;
+    try {
+      event = decodeMap(m.data) as unknown as MessageEvent;
+      if (event.type !== EventType.Message) throw new Error(`unexpected event type ${String(event.type)}`);
+    } catch (err) {
+      this.log.error({ seq: m.seq, err: String(err) }, "undecodable delivery in the log; skipping");
+      m.ack();
+      return;
+    }
+    if (this.done.has(event.id)) {
+      m.ack();
+      return;
+    }
+    if (this.active.has(event.id)) return; // redelivered while still running: the first run acks
+    this.active.add(event.id);
+    const message: Message = {
+      id: event.id,
+      seq: event.seq,
+      from: event.actor,
+      principal: event.principal,
+      kind: event.kind,
+      body: event.body,
+      trace: event.trace,
+      depth: event.depth,
+      redelivered: m.redelivered,
+    };
+    const ctx = new HandlerContext(this, message, event.id);
+    const keepAlive = setInterval(() => m.working(), 10_000);
+    try {
+      let result: unknown;
+      let failure: unknown;
+      try {
+        result = await this.def.onMessage(message, ctx);
+      } catch (err) {
+        failure = err;
+      }
+      if (failure !== undefined) {
+        const e = MaxwellError.from(failure);
+        if (e.code === ErrorCode.Unavailable) {
+          // The kernel could not be reached: leave the delivery unacked so it is tried again.
+          this.log.warn({ event: event.id, err: e.message }, "handler could not reach the kernel; will retry the delivery");
+          m.nak(1000);
+          return;
+        }
+        this.log.warn({ event: event.id, code: e.code, err: e.message }, "handler failed");
+        if (message.kind === "request" && !ctx.replied) await ctx.replyError(e);
+      } else if (message.kind === "request" && !ctx.replied) {
+        await ctx.reply(result === undefined ? null : result);
+      }
+      await ctx.flush();
+      m.ack();
+      this.done.add(event.id);
+      if (this.done.size > REMEMBERED) this.done.delete(this.done.keys().next().value as EventId);
+    } catch (err) {
+      this.log.error({ event: event.id, err: String(err) }, "could not finish the delivery; it will be redelivered");
+      m.nak(1000);
+    } finally {
+      clearInterval(keepAlive);
+      this.active.delete(event.id);
+    }
+  }
+
+  private async acquire(): Promise<void> {
+    if (this.running.size < this.concurrency) return;
+    await new Promise<void>((resolve) => this.slots.push(resolve));
+  }
+
+  private release(): void {
+    this.slots.shift()?.();
+  }
+
+  // -------------------------------------------------------------- syscalls
+
+  call(op: SyscallOp, request: SyscallRequest, trace?: TraceId) {
+    return this.syscalls.call(op, request, trace);
+  }
+
+  awaitReply(requestId: EventId, timeoutMs: number): Promise<ReplyEvent> {
+    const early = this.early.get(requestId);
+    if (early) {
+      this.early.delete(requestId);
+      return Promise.resolve(early);
+    }
+    return new Promise<ReplyEvent>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(requestId);
+        reject(new MaxwellError(ErrorCode.Timeout, `no reply to request ${requestId}, and no timeout from the kernel either (is it running?)`));
+      }, timeoutMs + LOCAL_GRACE_MS);
+      this.pending.set(requestId, { resolve, reject, timer });
+    });
+  }
+
+  get agentName(): string {
+    return this.name;
+  }
+  get logger(): Logger {
+    return this.log;
+  }
+}
+
+/** The context of one handler run: numbers its syscalls and collects its observations. */
+class HandlerContext implements AgentContext {
+  private step = 0;
+  private observed: Observation[] = [];
+  replied = false;
+
+  constructor(
+    private readonly rt: AgentRuntime,
+    readonly message: Message | undefined,
+    private readonly scope: string,
+  ) {}
+
+  get name(): string {
+    return this.rt.agentName;
+  }
+  get log(): Logger {
+    return this.rt.logger;
+  }
+
+  private next(extra: Omit<SyscallRequest, "id" | "causation" | "observed">): SyscallRequest {
+    const req: SyscallRequest = { id: syscallId(this.scope, this.step++), ...extra };
+    if (this.message) req.causation = this.message.id;
+    if (this.observed.length > 0) {
+      req.observed = this.observed;
+      this.observed = [];
+    }
+    return req;
+  }
+
+  async send(to: string, body: unknown): Promise<SendResult> {
+    const r = await this.rt.call(SyscallOp.Send, this.next({ to, body }), this.message?.trace);
+    return { event: r.event, seq: r.seq };
+  }
+
+  async request<R = unknown>(to: string, body: unknown, opts: RequestOptions = {}): Promise<R> {
+    const timeoutMs = opts.timeoutMs ?? 30_000;
+    const r = await this.rt.call(SyscallOp.Request, this.next({ to, body, timeoutMs }), this.message?.trace);
+    const reply = r.reply ?? (await this.rt.awaitReply(r.event, timeoutMs));
+    if (reply.error) throw MaxwellError.fromWire(reply.error);
+    return reply.body as R;
+  }
+
+  async reply(body: unknown): Promise<void> {
+    const inReplyTo = this.requestId();
+    this.replied = true;
+    await this.rt.call(SyscallOp.Reply, this.next({ inReplyTo, body }), this.message?.trace);
+  }
+
+  async replyError(error: MaxwellError): Promise<void> {
+    const inReplyTo = this.requestId();
+    this.replied = true;
+    await this.rt.call(SyscallOp.Reply, this.next({ inReplyTo, error: { code: error.code, message: error.message } }), this.message?.trace);
+  }
+
+  now(): number {
+    const value = Date.now();
+    this.observed.push({ kind: "now", value });
+    return value;
+  }
+
+  random(): number {
+    const value = Math.random();
+    this.observed.push({ kind: "random", value });
+    return value;
+  }
+
+  /** Records observations not yet carried by a syscall. Called before the delivery is acked. */
+  async flush(): Promise<void> {
+    if (this.observed.length === 0) return;
+    await this.rt.call(SyscallOp.Record, this.next({}), this.message?.trace);
+  }
+
+  private requestId(): EventId {
+    if (!this.message || this.message.kind !== "request") {
+      throw new MaxwellError(ErrorCode.BadRequest, "reply is only possible while handling a request");
+    }
+    if (this.replied) throw new MaxwellError(ErrorCode.Conflict, "this request was already answered");
+    return this.message.id;
+  }
+}

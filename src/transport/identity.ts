@@ -1,0 +1,188 @@
+/**
+ * Identity material: the operator, system account and Maxwell account keys, the kernel's
+ * checkpoint signing key, and user credentials scoped to one identity's subjects. The server
+ * enforces these permissions; this module is where the perimeter is drawn.
+ */
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import * as jwt from "@nats-io/jwt";
+import { createAccount, createOperator, createServer, fromPublic, fromSeed, type KeyPair } from "@nats-io/nkeys";
+import { ErrorCode, MaxwellError } from "../protocol/errors.js";
+import { LOG_STREAM, consumers, subjects } from "../protocol/subjects.js";
+
+export type { KeyPair };
+
+/** Writes a secret file with mode 0600 (and its folder 0700). */
+export function writeSecret(path: string, content: string | Uint8Array): void {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  writeFileSync(path, content, { mode: 0o600 });
+  chmodSync(path, 0o600);
+}
+
+function loadOrCreateKey(path: string, create: () => KeyPair): KeyPair {
+  if (existsSync(path)) return fromSeed(new TextEncoder().encode(readFileSync(path, "utf8").trim()));
+  const kp = create();
+  writeSecret(path, new TextDecoder().decode(kp.getSeed()) + "\n");
+  return kp;
+}
+
+/** Loads a seed file (an nkey seed such as the account key). */
+export function loadKey(path: string): KeyPair {
+  if (!existsSync(path)) throw new MaxwellError(ErrorCode.NotFound, `key file ${path} does not exist`);
+  return fromSeed(new TextEncoder().encode(readFileSync(path, "utf8").trim()));
+}
+
+/** The key material of an embedded deployment, kept under `<data>/keys`. */
+export interface Authority {
+  operator: KeyPair;
+  system: KeyPair;
+  account: KeyPair;
+  /** Signs checkpoints of the log. */
+  kernel: KeyPair;
+}
+
+export const keyFiles = (keysDir: string) => ({
+  operator: join(keysDir, "operator.nk"),
+  system: join(keysDir, "system.nk"),
+  account: join(keysDir, "account.nk"),
+  kernel: join(keysDir, "kernel.nk"),
+  kernelPublic: join(keysDir, "kernel.pub"),
+});
+
+/** Loads the keys under `keysDir`, creating any that are missing (mode 0600). */
+export function loadOrCreateAuthority(keysDir: string): Authority {
+  const files = keyFiles(keysDir);
+  const authority = {
+    operator: loadOrCreateKey(files.operator, createOperator),
+    system: loadOrCreateKey(files.system, createAccount),
+    account: loadOrCreateKey(files.account, createAccount),
+    kernel: loadOrCreateKey(files.kernel, createServer),
+  };
+  writeFileSync(files.kernelPublic, authority.kernel.getPublicKey() + "\n");
+  return authority;
+}
+
+const UNLIMITED_NATS = { subs: -1, data: -1, payload: -1 };
+const UNLIMITED_ACCOUNT = {
+  ...UNLIMITED_NATS,
+  conn: -1,
+  leaf: -1,
+  imports: -1,
+  exports: -1,
+  wildcards: true,
+};
+
+/** Operator and account JWTs for the server config. Every limit is set explicitly. */
+export async function accountJwts(a: Authority): Promise<{ operator: string; accounts: Record<string, string>; systemAccount: string }> {
+  const systemAccount = a.system.getPublicKey();
+  const operator = await jwt.encodeOperator("maxwell", a.operator, { system_account: systemAccount });
+  const system = await jwt.encodeAccount("SYS", a.system, { limits: UNLIMITED_ACCOUNT }, { signer: a.operator });
+  const account = await jwt.encodeAccount(
+    "MAXWELL",
+    a.account,
+    {
+      limits: {
+        ...UNLIMITED_ACCOUNT,
+        mem_storage: -1,
+        disk_storage: -1,
+        streams: -1,
+        consumer: -1,
+        max_ack_pending: -1,
+        mem_max_stream_bytes: -1,
+        disk_max_stream_bytes: -1,
+        max_bytes_required: false,
+      },
+    },
+    { signer: a.operator },
+  );
+  return { operator, systemAccount, accounts: { [systemAccount]: system, [a.account.getPublicKey()]: account } };
+}
+
+/** Publish/subscribe permissions of one NATS user. */
+export interface Grants {
+  pub: string[];
+  sub: string[];
+}
+
+/** The server-side perimeter of each kind of identity. */
+export const grantsFor = {
+  /**
+   * An agent: publish only its own syscalls, pull and ack only its own two durable consumers,
+   * receive only under its own inbox. No other `$JS.API` subject, no other agent, no log write.
+   */
+  agent(name: string): Grants {
+    const own = [consumers.inbox(name), consumers.replies(name)];
+    return {
+      pub: [
+        subjects.syscallsOf(name),
+        ...own.flatMap((c) => [subjects.consumerNext(c), subjects.consumerInfo(c), subjects.consumerAcks(c)]),
+      ],
+      sub: [subjects.inboxOf(name)],
+    };
+  },
+  /** A principal (a person or external service): injects work, receives only its own replies. */
+  principal(name: string): Grants {
+    return { pub: [subjects.syscallsOf(name)], sub: [subjects.inboxOf(name)] };
+  },
+  /** The kernel: the reference monitor and sole writer of the log. */
+  kernel(): Grants {
+    return { pub: [">"], sub: [">"] };
+  },
+  /**
+   * The admin CLI: asks the kernel for admin operations and reads the log. It cannot write,
+   * delete, purge or reconfigure the stream.
+   */
+  admin(): Grants {
+    const js = `$JS.API`;
+    return {
+      pub: [
+        subjects.allAdmin(),
+        `${js}.INFO`,
+        `${js}.STREAM.INFO.${LOG_STREAM}`,
+        `${js}.STREAM.MSG.GET.${LOG_STREAM}`,
+        `${js}.DIRECT.GET.${LOG_STREAM}`,
+        `${js}.DIRECT.GET.${LOG_STREAM}.>`,
+        `${js}.CONSUMER.CREATE.${LOG_STREAM}`,
+        `${js}.CONSUMER.CREATE.${LOG_STREAM}.>`,
+        `${js}.CONSUMER.INFO.${LOG_STREAM}.>`,
+        `${js}.CONSUMER.MSG.NEXT.${LOG_STREAM}.>`,
+        `${js}.CONSUMER.DELETE.${LOG_STREAM}.>`,
+        `$JS.ACK.${LOG_STREAM}.>`,
+      ],
+      sub: ["_INBOX.>"],
+    };
+  },
+} as const;
+
+export interface MintedUser {
+  name: string;
+  publicKey: string;
+  jwt: string;
+  /** Standard NATS creds file content. */
+  creds: Uint8Array;
+}
+
+/** Mints a user JWT signed by the account key. ~50 ms (pure-JS ed25519): at registration only. */
+export async function mintUser(account: KeyPair, name: string, grants: Grants): Promise<MintedUser> {
+  const user = jwt.createUser();
+  const token = await jwt.encodeUser(name, user, account, {
+    ...UNLIMITED_NATS,
+    pub: { allow: grants.pub, deny: [] },
+    sub: { allow: grants.sub, deny: [] },
+  });
+  return { name, publicKey: user.getPublicKey(), jwt: token, creds: jwt.fmtCreds(token, user) };
+}
+
+/** Signs `message` with an nkey; base64 signature. */
+export function sign(kp: KeyPair, message: string): string {
+  return Buffer.from(kp.sign(new TextEncoder().encode(message))).toString("base64");
+}
+
+/** Checks a base64 ed25519 signature by a public nkey. False on any malformed input. */
+export function verifySignature(publicKey: string, message: string, signatureBase64: string): boolean {
+  try {
+    return fromPublic(publicKey).verify(new TextEncoder().encode(message), Buffer.from(signatureBase64, "base64"));
+  } catch {
+    return false;
+  }
+}

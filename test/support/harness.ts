@@ -1,0 +1,92 @@
+/**
+ * Test harness: a real deployment in a temp dir. nats-server on a free port, the built kernel as
+ * its own process (so tests can kill -9 it), the admin client, and helpers to register agents and
+ * run them in-process with their own credentials.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { AdminClient } from "../../src/runtime/admin-client.js";
+import { spawnService, startEmbedded, type EmbeddedServer, type ServiceProcess } from "../../src/runtime/deployment.js";
+import type { DataLayout } from "../../src/runtime/paths.js";
+import type { RegisterResult } from "../../src/runtime/admin.js";
+import { runAgent, type AgentDefinition, type RunningAgent } from "../../src/sdk/mod.js";
+import { createLogger } from "../../src/runtime/logger.js";
+
+export interface Harness {
+  dir: string;
+  layout: DataLayout;
+  url: string;
+  embedded: EmbeddedServer;
+  admin: AdminClient;
+  kernel: ServiceProcess;
+  kernelLog: string[];
+  startKernel(): Promise<void>;
+  killKernel(signal?: NodeJS.Signals): Promise<void>;
+  register(name: string, kind?: "agent" | "principal", groups?: string[]): Promise<RegisterResult>;
+  agent(def: AgentDefinition & { name: string }, creds: string): Promise<RunningAgent>;
+  close(): Promise<void>;
+}
+
+const quiet = createLogger("test-agent", process.env["MAXWELL_TEST_LOG"] ?? "silent");
+
+export async function startHarness(opts: { policies?: string; kernelArgs?: string[] } = {}): Promise<Harness> {
+  const dir = mkdtempSync(join(tmpdir(), "maxwell-test-"));
+  const embedded = await startEmbedded({ dataDir: dir });
+  const layout = embedded.layout;
+  if (opts.policies !== undefined) writeFileSync(layout.policies, opts.policies);
+  const url = embedded.server.url;
+  const agents: RunningAgent[] = [];
+  const kernelLog: string[] = [];
+  const h: Harness = {
+    dir,
+    layout,
+    url,
+    embedded,
+    admin: undefined as unknown as AdminClient,
+    kernel: undefined as unknown as ServiceProcess,
+    kernelLog,
+    async startKernel() {
+      h.kernel = spawnService("kernel", ["--data", dir, "--nats", url, ...(opts.kernelArgs ?? [])], {
+        onLog: (line) => kernelLog.push(line),
+      });
+      await h.kernel.ready;
+    },
+    async killKernel(signal: NodeJS.Signals = "SIGKILL") {
+      h.kernel.child.kill(signal);
+      await h.kernel.exited;
+    },
+    async register(name, kind = "agent", groups = []) {
+      const r = await h.admin.register({ name, kind, groups });
+      return r;
+    },
+    async agent(def, creds) {
+      const a = await runAgent(def, { servers: url, creds: new TextEncoder().encode(creds), log: quiet });
+      agents.push(a);
+      return a;
+    },
+    async close() {
+      await Promise.allSettled(agents.map((a) => a.stop()));
+      await h.admin?.close().catch(() => undefined);
+      if (h.kernel && h.kernel.child.exitCode === null && h.kernel.child.signalCode === null) {
+        h.kernel.child.kill("SIGTERM");
+        await h.kernel.exited;
+      }
+      await embedded.server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  await h.startKernel();
+  h.admin = await AdminClient.connect(url, layout.credsOf("admin"));
+  await h.admin.waitForKernel();
+  return h;
+}
+
+/** Resolves when `predicate` holds, polling an in-memory condition (never a fixed sleep). */
+export async function until(predicate: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  const start = Date.now();
+  while (!predicate()) {
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
