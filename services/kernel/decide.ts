@@ -68,7 +68,10 @@ function denial(decision: Decision, actor: string, action: string, target: strin
   return { code: ErrorCode.Forbidden, message: `denied by policy ${decision.policies.join(", ")}: ${actor} may not ${action} ${target}`, policies: decision.policies };
 }
 
-const ok = (stored: LogEvent): SyscallReply => ({ ok: true, result: { event: stored.id, seq: stored.seq } });
+const ok = (stored: LogEvent): SyscallReply => ({
+  ok: true,
+  result: { event: stored.id, seq: stored.seq, ...("trace" in stored ? { trace: stored.trace } : {}) },
+});
 
 /**
  * Decides one syscall. Throws a MaxwellError for input that cannot be attributed to a valid

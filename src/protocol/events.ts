@@ -196,6 +196,8 @@ export type SyscallReply =
 export interface SyscallResult {
   event: EventId;
   seq: number;
+  /** Trace the event belongs to. */
+  trace?: TraceId;
   /** True when this answer comes from the log because the syscall id was seen before. */
   repeated?: boolean;
   /** For a repeated request whose reply is already in the log. */

@@ -24,7 +24,7 @@ export interface Harness {
   startKernel(): Promise<void>;
   killKernel(signal?: NodeJS.Signals): Promise<void>;
   register(name: string, kind?: "agent" | "principal", groups?: string[]): Promise<RegisterResult>;
-  agent(def: AgentDefinition & { name: string }, creds: string): Promise<RunningAgent>;
+  agent(def: AgentDefinition, creds: string, name?: string): Promise<RunningAgent>;
   close(): Promise<void>;
 }
 
@@ -60,8 +60,8 @@ export async function startHarness(opts: { policies?: string; kernelArgs?: strin
       const r = await h.admin.register({ name, kind, groups });
       return r;
     },
-    async agent(def, creds) {
-      const a = await runAgent(def, { servers: url, creds: new TextEncoder().encode(creds), log: quiet });
+    async agent(def, creds, name) {
+      const a = await runAgent(def, { servers: url, creds: new TextEncoder().encode(creds), log: quiet, ...(name ? { name } : {}) });
       agents.push(a);
       return a;
     },

@@ -1,0 +1,311 @@
+/**
+ * The daemon behind `maxwell up`: starts nats-server (embedded mode) or joins one (external),
+ * runs the kernel and every configured agent as its own process with its own credential,
+ * restarts what crashes with backoff, and shuts everything down in order on SIGINT/SIGTERM.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { appendFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, isAbsolute, join, resolve } from "node:path";
+import { ErrorCode, MaxwellError, assertName, type IdentityKind } from "../protocol/mod.js";
+import { writeSecret } from "../transport/identity.js";
+import { AdminClient } from "./admin-client.js";
+import { spawnService, startEmbedded, readJson, type EmbeddedServer, type ServiceProcess } from "./deployment.js";
+import { dataLayout, packageRoot, type DataLayout } from "./paths.js";
+import type { Logger } from "./logger.js";
+
+/** One agent the daemon runs. */
+export interface AgentSpec {
+  name: string;
+  /** Program and arguments; relative paths resolve against the config file's folder. */
+  command: string[];
+  groups?: string[];
+  env?: Record<string, string>;
+}
+
+export interface PrincipalSpec {
+  name: string;
+  groups?: string[];
+}
+
+/** The daemon's config file (`maxwell.json`). */
+export interface DaemonConfig {
+  agents?: AgentSpec[];
+  principals?: PrincipalSpec[];
+}
+
+export interface SupervisorOptions {
+  dataDir: string;
+  config?: DaemonConfig;
+  /** Folder that relative agent commands resolve against. */
+  configDir?: string;
+  host?: string;
+  port?: number;
+  strict?: boolean;
+  /** Use an existing NATS server instead of starting one. */
+  external?: { url: string; creds: string };
+  log: Logger;
+  /** Called once everything is up. */
+  onReady?: (info: DaemonInfo) => void | Promise<void>;
+}
+
+/** What `maxwell status` and the CLI read from `<data>/run/daemon.json`. */
+export interface DaemonInfo {
+  pid: number;
+  natsUrl: string;
+  dataDir: string;
+  startedAt: string;
+  embedded: boolean;
+  server: { version: string; pid?: number };
+  durability: { mode: string; guarantee: string };
+  kernel: { pid?: number; restarts: number };
+  agents: Record<string, { pid?: number; restarts: number; state: "running" | "restarting" | "stopped" }>;
+}
+
+const BACKOFF_MIN_MS = 250;
+const BACKOFF_MAX_MS = 30_000;
+/** A process that stayed up this long gets its backoff reset. */
+const HEALTHY_AFTER_MS = 30_000;
+
+interface Supervised {
+  name: string;
+  restarts: number;
+  backoff: number;
+  child?: ChildProcess;
+  startedAt: number;
+  timer?: NodeJS.Timeout;
+}
+
+export class Supervisor {
+  private embedded: EmbeddedServer | undefined;
+  private kernel: ServiceProcess | undefined;
+  private admin: AdminClient | undefined;
+  private readonly layout: DataLayout;
+  private readonly agents = new Map<string, Supervised>();
+  private readonly kernelState: Supervised = { name: "kernel", restarts: 0, backoff: BACKOFF_MIN_MS, startedAt: 0 };
+  private info!: DaemonInfo;
+  private stopping = false;
+  private url = "";
+
+  constructor(private readonly opts: SupervisorOptions) {
+    this.layout = dataLayout(opts.dataDir);
+  }
+
+  get natsUrl(): string {
+    return this.url;
+  }
+
+  get adminClient(): AdminClient {
+    if (!this.admin) throw new MaxwellError(ErrorCode.Unavailable, "daemon is not started");
+    return this.admin;
+  }
+
+  async start(): Promise<DaemonInfo> {
+    const { log } = this.opts;
+    mkdirSync(this.layout.logs, { recursive: true });
+    mkdirSync(this.layout.run, { recursive: true });
+    const existing = readJson<DaemonInfo>(this.layout.daemon);
+    if (existing && isAlive(existing.pid) && existing.pid !== process.pid) {
+      throw new MaxwellError(ErrorCode.Conflict, `a daemon is already running for ${this.layout.root} (pid ${existing.pid}, ${existing.natsUrl}); stop it first`);
+    }
+
+    let version: string;
+    let durability: DaemonInfo["durability"];
+    let serverPid: number | undefined;
+    let kernelCreds: string | undefined;
+    if (this.opts.external) {
+      this.url = this.opts.external.url;
+      kernelCreds = this.opts.external.creds;
+      version = "external";
+      durability = { mode: "external", guarantee: "as configured on the external NATS server (R3 streams in a cluster replicate before the ack)" };
+    } else {
+      const natsLog = join(this.layout.logs, "nats-server.log");
+      this.embedded = await startEmbedded({
+        dataDir: this.opts.dataDir,
+        ...(this.opts.host ? { host: this.opts.host } : {}),
+        ...(this.opts.port !== undefined ? { port: this.opts.port } : {}),
+        strict: Boolean(this.opts.strict),
+        onLog: (line) => appendFileSync(natsLog, line + "\n"),
+      });
+      this.url = this.embedded.server.url;
+      version = this.embedded.server.version.text;
+      serverPid = this.embedded.server.pid;
+      durability = this.embedded.durability;
+      if (this.opts.strict && durability.mode !== "strict") {
+        log.warn({ version }, "strict durability needs nats-server >= 2.10 (sync_interval: always); running os-buffered");
+      }
+      void this.embedded.server.exited.then((code) => {
+        if (!this.stopping) {
+          log.fatal({ code }, "nats-server exited; shutting down");
+          void this.stop().then(() => process.exit(1));
+        }
+      });
+    }
+    this.info = {
+      pid: process.pid,
+      natsUrl: this.url,
+      dataDir: this.layout.root,
+      startedAt: new Date().toISOString(),
+      embedded: !this.opts.external,
+      server: { version, ...(serverPid !== undefined ? { pid: serverPid } : {}) },
+      durability,
+      kernel: { restarts: 0 },
+      agents: {},
+    };
+    this.saveInfo();
+
+    await this.startKernel(kernelCreds);
+    this.admin = await AdminClient.connect(this.url, this.layout.credsOf("admin"), { reconnect: true });
+    await this.admin.waitForKernel();
+
+    const config = this.opts.config ?? {};
+    for (const p of config.principals ?? []) await this.ensureIdentity(p.name, "principal", p.groups ?? []);
+    for (const a of config.agents ?? []) {
+      await this.ensureIdentity(a.name, "agent", a.groups ?? []);
+      this.startAgent(a);
+    }
+    this.saveInfo();
+    await this.opts.onReady?.(this.info);
+    return this.info;
+  }
+
+  private async ensureIdentity(name: string, kind: IdentityKind, groups: string[]): Promise<void> {
+    assertName(name, `${kind} name`);
+    const credsPath = this.layout.credsOf(name);
+    const known = (await this.adminClient.list()).find((i) => i.name === name);
+    if (known && existsSync(credsPath)) return;
+    if (known) {
+      throw new MaxwellError(ErrorCode.Conflict, `${kind} '${name}' is registered but its creds file ${credsPath} is missing`);
+    }
+    const r = await this.adminClient.register({ name, kind, groups });
+    writeSecret(credsPath, r.creds);
+    this.opts.log.info({ name, kind, groups }, "registered");
+  }
+
+  private async startKernel(creds?: string): Promise<void> {
+    const kernelLog = join(this.layout.logs, "kernel.log");
+    const s = this.kernelState;
+    s.startedAt = Date.now();
+    this.kernel = spawnService("kernel", ["--data", this.layout.root, "--nats", this.url, ...(creds ? ["--creds", creds] : [])], {
+      onLog: (line) => appendFileSync(kernelLog, line + "\n"),
+    });
+    const k = this.kernel;
+    s.child = k.child;
+    this.info.kernel = { ...(k.child.pid !== undefined ? { pid: k.child.pid } : {}), restarts: s.restarts };
+    void k.exited.then((code) => {
+      if (this.stopping) return;
+      this.opts.log.error({ code, log: kernelLog }, "kernel exited; restarting");
+      this.scheduleRestart(s, () => void this.startKernel(creds).catch((err: unknown) => this.opts.log.error({ err: String(err) }, "kernel restart failed")));
+    });
+    await k.ready;
+    this.saveInfo();
+  }
+
+  private startAgent(spec: AgentSpec): void {
+    const s = this.agents.get(spec.name) ?? { name: spec.name, restarts: 0, backoff: BACKOFF_MIN_MS, startedAt: 0 };
+    this.agents.set(spec.name, s);
+    const [program, ...args] = spec.command.map((part, i) => this.resolveArg(part, i));
+    if (!program) throw new MaxwellError(ErrorCode.BadRequest, `agent '${spec.name}' has an empty command`);
+    const logFile = join(this.layout.logs, `agent-${spec.name}.log`);
+    const child = spawn(program, args, {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: {
+        ...process.env,
+        ...spec.env,
+        MAXWELL_AGENT: spec.name,
+        MAXWELL_NATS_URL: this.url,
+        MAXWELL_CREDS: this.layout.credsOf(spec.name),
+      },
+    });
+    child.stdout?.on("data", (chunk: Buffer) => appendFileSync(logFile, chunk));
+    child.stderr?.on("data", (chunk: Buffer) => appendFileSync(logFile, chunk));
+    s.child = child;
+    s.startedAt = Date.now();
+    this.info.agents[spec.name] = { ...(child.pid !== undefined ? { pid: child.pid } : {}), restarts: s.restarts, state: "running" };
+    child.once("error", (err) => this.opts.log.error({ agent: spec.name, err: err.message }, "agent could not be started"));
+    child.once("exit", (code, signal) => {
+      if (this.stopping) return;
+      this.opts.log.warn({ agent: spec.name, code, signal, log: logFile }, "agent exited; restarting");
+      const entry = this.info.agents[spec.name];
+      if (entry) entry.state = "restarting";
+      this.scheduleRestart(s, () => this.startAgent(spec));
+    });
+    this.saveInfo();
+  }
+
+  private resolveArg(part: string, index: number): string {
+    if (index === 0 && (part === "node" || part === "$NODE")) return process.execPath;
+    if (isAbsolute(part) || !/[/\\]/.test(part) || part.startsWith("-")) return part;
+    return resolve(this.opts.configDir ?? process.cwd(), part);
+  }
+
+  private scheduleRestart(s: Supervised, restart: () => void): void {
+    if (Date.now() - s.startedAt > HEALTHY_AFTER_MS) s.backoff = BACKOFF_MIN_MS;
+    const delay = s.backoff;
+    s.backoff = Math.min(s.backoff * 2, BACKOFF_MAX_MS);
+    s.restarts += 1;
+    s.timer = setTimeout(() => {
+      if (!this.stopping) restart();
+    }, delay);
+  }
+
+  private saveInfo(): void {
+    if (!this.info) return;
+    this.info.kernel.restarts = this.kernelState.restarts;
+    for (const [name, s] of this.agents) {
+      const entry = this.info.agents[name];
+      if (entry) entry.restarts = s.restarts;
+    }
+    mkdirSync(dirname(this.layout.daemon), { recursive: true });
+    writeFileSync(this.layout.daemon, JSON.stringify(this.info, null, 2) + "\n");
+  }
+
+  /** Stops agents, then the kernel, then nats-server; each gets SIGTERM and 10 s to drain. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    const { log } = this.opts;
+    for (const s of [...this.agents.values(), this.kernelState]) if (s.timer) clearTimeout(s.timer);
+    await Promise.all([...this.agents.values()].map((s) => terminate(s.child)));
+    log.info("agents stopped");
+    await this.admin?.close().catch(() => undefined);
+    await terminate(this.kernel?.child);
+    log.info("kernel stopped");
+    if (this.embedded) {
+      await this.embedded.server.stop();
+      log.info("nats-server stopped");
+    }
+    rmSync(this.layout.daemon, { force: true });
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function terminate(child: ChildProcess | undefined, graceMs = 10_000): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** The demo: a coordinator fanning work out to two workers, and a rogue agent the policy stops. */
+export function demoConfig(): DaemonConfig {
+  const script = (name: string) => join(packageRoot, "dist", "examples", "demo", `${name}.js`);
+  return {
+    principals: [{ name: "alice" }],
+    agents: [
+      { name: "coordinator", command: [process.execPath, script("coordinator")], groups: ["coordinators"] },
+      { name: "worker-1", command: [process.execPath, script("worker")], groups: ["workers"] },
+      { name: "worker-2", command: [process.execPath, script("worker")], groups: ["workers"] },
+      { name: "rogue", command: [process.execPath, script("rogue")] },
+    ],
+  };
+}
