@@ -6,7 +6,8 @@
 import { existsSync } from "node:fs";
 import { ErrorCode, MaxwellError } from "../protocol/mod.js";
 import { AdminClient } from "../runtime/admin-client.js";
-import { readJson } from "../runtime/deployment.js";
+import { readJson, startEmbedded } from "../runtime/deployment.js";
+import { connectNats, type NatsConnection } from "../transport/connection.js";
 import { dataLayout, resolveDataDir, type DataLayout } from "../runtime/paths.js";
 import type { DaemonInfo } from "../runtime/supervisor.js";
 
@@ -22,6 +23,11 @@ export interface CliContext {
   adminCreds(): string;
   admin(): Promise<AdminClient>;
   daemon(): DaemonInfo | undefined;
+  /**
+   * An admin connection for reading the log. With no daemon running (and no --nats), starts the
+   * data dir's nats-server just for this command, so the log can be read and verified offline.
+   */
+  connectAdmin(purpose: string, reconnect?: boolean): Promise<{ nc: NatsConnection; close: () => Promise<void> }>;
 }
 
 export function cliContext(opts: GlobalOptions): CliContext {
@@ -39,12 +45,40 @@ export function cliContext(opts: GlobalOptions): CliContext {
     if (!existsSync(path)) throw new MaxwellError(ErrorCode.NotFound, `admin credential ${path} not found (pass --creds FILE or --data DIR)`);
     return path;
   };
+  const running = (): boolean => {
+    const d = daemon();
+    if (!d) return false;
+    try {
+      process.kill(d.pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
   return {
     layout,
     natsUrl,
     adminCreds,
     daemon,
     admin: () => AdminClient.connect(natsUrl(), adminCreds()),
+    async connectAdmin(purpose, reconnect = false) {
+      if (opts.nats || process.env["MAXWELL_NATS_URL"] || running()) {
+        const nc = await connectNats({ servers: natsUrl(), creds: adminCreds(), name: `maxwell-cli:${purpose}`, reconnect });
+        return { nc, close: () => nc.close() };
+      }
+      if (!existsSync(layout.natsConfig)) {
+        throw new MaxwellError(ErrorCode.Unavailable, `no running daemon and no data in ${layout.root} (start one with 'maxwell up')`);
+      }
+      const embedded = await startEmbedded({ dataDir: layout.root });
+      const nc = await connectNats({ servers: embedded.server.url, creds: adminCreds(), name: `maxwell-cli:${purpose}`, reconnect: false });
+      return {
+        nc,
+        close: async () => {
+          await nc.close();
+          await embedded.server.stop();
+        },
+      };
+    },
   };
 }
 

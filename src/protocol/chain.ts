@@ -35,6 +35,8 @@ export interface VerifyReport {
   checkpoints: number;
   /** Sequence of the last entry covered by a valid checkpoint (0 if none). */
   checkpointedTo: number;
+  /** Entries after the last checkpoint event: chained but not yet signed. */
+  unsigned: number;
   head: string;
   lastSeq: number;
   problem?: ChainProblem;
@@ -55,6 +57,7 @@ export class ChainVerifier {
   private entries = 0;
   private checkpoints = 0;
   private checkpointedTo = 0;
+  private lastCheckpointSeq = 0;
 
   constructor(
     private readonly trustedKey: string | undefined,
@@ -90,7 +93,13 @@ export class ChainVerifier {
       return;
     }
     if (event["prev"] !== this.head) {
-      this.fail(entry.seq, "prev hash does not match the entry before it (edited, inserted or reordered)");
+      const before = entry.seq - 1;
+      this.fail(
+        before >= 1 ? before : entry.seq,
+        before >= 1
+          ? `event #${before} was altered (its hash no longer matches the prev recorded by #${entry.seq}), or #${entry.seq}'s link was`
+          : `event #${entry.seq} does not start the chain`,
+      );
       return;
     }
     if (event["type"] === EventType.Checkpoint) {
@@ -117,6 +126,7 @@ export class ChainVerifier {
       }
       this.checkpoints += 1;
       this.checkpointedTo = Math.max(this.checkpointedTo, upTo);
+      this.lastCheckpointSeq = entry.seq;
     }
     this.head = entryHash(entry.subject, entry.data);
     this.heads.set(entry.seq, this.head);
@@ -152,6 +162,7 @@ export class ChainVerifier {
       entries: this.entries,
       checkpoints: this.checkpoints,
       checkpointedTo: this.checkpointedTo,
+      unsigned: lastSeq - (this.lastCheckpointSeq || 0),
       head: this.head,
       lastSeq,
     };

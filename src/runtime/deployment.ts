@@ -99,8 +99,21 @@ export function spawnService(name: string, args: string[], opts: { env?: NodeJS.
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, ...opts.env },
   });
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  if (child.stderr) createInterface({ input: child.stderr }).on("line", (line) => opts.onLog?.(line));
+  // "close" comes after the output streams end, so the last log line is read before we report.
+  const exited = new Promise<number | null>((resolve) => child.once("close", (code) => resolve(code)));
+  let lastProblem: string | undefined;
+  if (child.stderr) {
+    createInterface({ input: child.stderr }).on("line", (line) => {
+      opts.onLog?.(line);
+      // Keep the last error a service logged, to say why it died.
+      try {
+        const entry = JSON.parse(line) as { level?: number; msg?: string; err?: string };
+        if ((entry.level ?? 0) >= 50) lastProblem = [entry.msg, entry.err].filter(Boolean).join(": ");
+      } catch {
+        if (line.trim()) lastProblem = line.trim();
+      }
+    });
+  }
   const ready = new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new MaxwellError(ErrorCode.Unavailable, `${name} did not become ready within ${opts.readyTimeoutMs ?? 30000} ms`)), opts.readyTimeoutMs ?? 30000);
     if (child.stdout) {
@@ -113,7 +126,7 @@ export function spawnService(name: string, args: string[], opts: { env?: NodeJS.
     }
     void exited.then((code) => {
       clearTimeout(timer);
-      reject(new MaxwellError(ErrorCode.Unavailable, `${name} exited with code ${String(code)} before it was ready`));
+      reject(new MaxwellError(ErrorCode.Unavailable, `${name} exited with code ${String(code)} before it was ready${lastProblem ? `: ${lastProblem}` : ""}`));
     });
   });
   ready.catch(() => undefined);

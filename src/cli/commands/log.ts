@@ -1,8 +1,7 @@
 /** `maxwell log`: the log, readably, with filters; `--follow` keeps printing. */
 import type { Command } from "commander";
 import { decodeMap, type LogEvent } from "../../protocol/mod.js";
-import { connectNats, jetstream, jetstreamManager } from "../../transport/connection.js";
-import { readLog } from "../../transport/connection.js";
+import { jetstream, jetstreamManager, readLog } from "../../transport/connection.js";
 import { cliContext, fail, type GlobalOptions } from "../context.js";
 import { formatEvent, involves } from "../format.js";
 
@@ -38,7 +37,7 @@ export function registerLog(program: Command, globals: () => GlobalOptions): voi
 
 async function showLog(g: GlobalOptions, opts: LogOptions): Promise<void> {
   const ctx = cliContext(g);
-  const nc = await connectNats({ servers: ctx.natsUrl(), creds: ctx.adminCreds(), name: "maxwell-cli:log", reconnect: Boolean(opts.follow) });
+  const { nc, close } = await ctx.connectAdmin("log", Boolean(opts.follow));
   const abort = new AbortController();
   process.once("SIGINT", () => abort.abort());
   const match = (e: LogEvent): boolean => {
@@ -65,6 +64,6 @@ async function showLog(g: GlobalOptions, opts: LogOptions): Promise<void> {
       process.stdout.write((opts.json ? JSON.stringify({ subject: entry.subject, ...event }) : formatEvent(event)) + "\n");
     }
   } finally {
-    await nc.close();
+    await close();
   }
 }

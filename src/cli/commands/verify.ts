@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import type { Command } from "commander";
 import { ChainVerifier, LOG_STREAM, type VerifyReport } from "../../protocol/mod.js";
-import { connectNats, jetstream, jetstreamManager, readLog } from "../../transport/connection.js";
+import { jetstream, jetstreamManager, readLog } from "../../transport/connection.js";
 import { keyFiles, verifySignature } from "../../transport/identity.js";
 import { readJson } from "../../runtime/deployment.js";
 import { cliContext, ExitCode, fail, type GlobalOptions } from "../context.js";
@@ -26,7 +26,7 @@ export function registerVerify(program: Command, globals: () => GlobalOptions): 
       }
       if (opts.json) process.stdout.write(JSON.stringify(report) + "\n");
       else if (report.ok) {
-        const unsigned = report.lastSeq - report.checkpointedTo;
+        const unsigned = report.unsigned;
         process.stdout.write(
           `ok: ${report.entries} events, hash chain intact, ${report.checkpoints} signed checkpoints (last covers #${report.checkpointedTo})` +
             (unsigned > 0 ? `; ${unsigned} events after it are chained, not yet signed` : "") +
@@ -44,7 +44,7 @@ async function verify(g: { data?: string; nats?: string; creds?: string }, keyFl
   const pubFile = keyFiles(ctx.layout.keys).kernelPublic;
   const key = keyFlag ?? (existsSync(pubFile) ? readFileSync(pubFile, "utf8").trim() : undefined);
   const anchor = readJson<{ upTo: number; head: string }>(ctx.layout.anchor);
-  const nc = await connectNats({ servers: ctx.natsUrl(), creds: ctx.adminCreds(), name: "maxwell-cli:verify", reconnect: false });
+  const { nc, close } = await ctx.connectAdmin("verify");
   try {
     const js = jetstream(nc);
     const jsm = await jetstreamManager(nc);
@@ -56,6 +56,6 @@ async function verify(g: { data?: string; nats?: string; creds?: string }, keyFl
     }
     return verifier.finish(info.state.last_seq, anchor);
   } finally {
-    await nc.close();
+    await close();
   }
 }
