@@ -27,6 +27,8 @@ interface Item {
   seq?: number;
   event?: LogEvent;
   hash?: string;
+  /** Where JetStream says an entry with this msg id already is (a duplicate). */
+  duplicateOf?: number;
   state: "queued" | "inflight" | "stored" | "failed";
 }
 
@@ -104,6 +106,7 @@ export class Appender {
         .then(
           (ack) => {
             item.state = ack.seq === seq && !ack.duplicate ? "stored" : "failed";
+            if (ack.duplicate) item.duplicateOf = ack.seq;
             this.settle();
           },
           (err: unknown) => {
@@ -155,7 +158,12 @@ export class Appender {
       for (const item of failed) {
         const entry = item.event ? byId.get(item.event.id) : undefined;
         if (entry) this.complete(item, decodeMap(entry.data) as unknown as LogEvent, entryHash(entry.subject, entry.data));
-        else {
+        else if (item.duplicateOf !== undefined) {
+          // Already in the log under this msg id (an earlier attempt): answer with what is stored.
+          const [original] = await this.opts.readRange(item.duplicateOf, item.duplicateOf);
+          if (original) item.resolve(decodeMap(original.data) as unknown as LogEvent);
+          else item.reject(new Error(`JetStream reported a duplicate at seq ${item.duplicateOf}, which cannot be read`));
+        } else {
           item.state = "queued";
           requeue.push(item);
         }

@@ -95,7 +95,7 @@ export function decideSyscall(state: KernelState, policy: PolicyEngine, input: S
 
   // Whose behalf, which trace, how deep: inherited from the causing delivery, never from the payload.
   let principal = actor;
-  let trace: TraceId = input.headerTrace ?? input.newTrace();
+  let trace: TraceId | undefined = input.headerTrace;
   let depth = 0;
   if (request.causation !== undefined) {
     const cause = state.deliveries.get(request.causation);
@@ -111,7 +111,7 @@ export function decideSyscall(state: KernelState, policy: PolicyEngine, input: S
     actor,
     principal,
     syscall: request.id,
-    trace,
+    trace: trace ?? input.newTrace(),
     ...(request.causation !== undefined ? { causation: request.causation } : {}),
     depth,
     ...(request.observed && request.observed.length > 0 ? { observed: request.observed } : {}),
@@ -205,6 +205,8 @@ export function decideSyscall(state: KernelState, policy: PolicyEngine, input: S
         answer: ok,
       };
     }
+    case SyscallOp.Ack:
+      throw new MaxwellError(ErrorCode.BadRequest, "ack is transport-level and handled before decisions");
     case SyscallOp.Record: {
       if (!request.observed || request.observed.length === 0) {
         throw new MaxwellError(ErrorCode.BadRequest, "record needs a non-empty 'observed' list");

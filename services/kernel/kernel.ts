@@ -27,6 +27,7 @@ import {
   newEventId,
   newSpanId,
   newTraceId,
+  parseAck,
   parseSyscallRequest,
   parseSyscallSubject,
   parseTraceparent,
@@ -57,6 +58,7 @@ import { grantsFor, loadKey, mintUser, sign, type KeyPair } from "../../src/tran
 import type { AdminReply, IdentitySummary, KernelStatus, RegisterRequest, RegisterResult } from "../../src/runtime/admin.js";
 import type { Logger } from "../../src/runtime/logger.js";
 import { Appender } from "./appender.js";
+import { Deliverer } from "./deliverer.js";
 import { RESERVED_NAMES, decideSyscall, timeoutReply } from "./decide.js";
 import { PolicyEngine } from "./policy.js";
 import { evolve, initialState, syscallKey, type KernelState } from "./state.js";
@@ -99,6 +101,7 @@ export class Kernel {
   private checkpointTimer: NodeJS.Timeout | undefined;
   private sinceCheckpoint = 0;
   private registering: Promise<unknown> = Promise.resolve();
+  private deliverer!: Deliverer;
   private readonly startedAt = Date.now();
   private stopping = false;
 
@@ -129,6 +132,7 @@ export class Kernel {
     }
     log.info({ events: this.state.events, seq: this.state.head.seq, ms: Math.round(performance.now() - t0) }, "state rebuilt from the log");
 
+    this.deliverer = new Deliverer(this.nc, () => this.state.head.seq, log);
     this.appender = new Appender({
       publish: logPublisher(js),
       readTail: () => readTail(this.jsm),
@@ -146,6 +150,10 @@ export class Kernel {
     await this.loadPolicies();
 
     for (const [id, deadline] of this.state.pending) this.armTimeout(id, deadline);
+
+    for (const identity of this.state.identities.values()) {
+      if (identity.kind === "agent") await this.deliverer.add(identity.name);
+    }
 
     this.subs.push(
       this.nc.subscribe(subjects.allSyscalls(), {
@@ -181,6 +189,7 @@ export class Kernel {
     for (const t of this.timers.values()) clearTimeout(t);
     await Promise.allSettled([...this.inflight.values()]);
     await this.appender.drain();
+    await this.deliverer.stop();
     if (this.sinceCheckpoint > 0) await this.checkpoint().catch(() => undefined);
     this.appender.close();
     await this.nc.drain().catch(() => undefined);
@@ -197,6 +206,10 @@ export class Kernel {
   private async onSyscall(msg: Msg): Promise<void> {
     const parsed = parseSyscallSubject(msg.subject);
     const actor = parsed && isName(parsed.actor) ? parsed.actor : undefined;
+    if (parsed?.op === SyscallOp.Ack && actor !== undefined) {
+      await this.onAck(msg, actor);
+      return;
+    }
     const span = tracer.startSpan(`mx.syscall ${parsed?.op ?? "?"}`, { kind: SpanKind.SERVER, attributes: { "mx.actor": actor ?? "?" } }, this.parentContext(msg));
     try {
       const reply = await this.handleSyscall(msg, actor, parsed?.op, span);
@@ -209,6 +222,18 @@ export class Kernel {
       if (msg.reply) msg.respond(encode({ ok: false, error } satisfies SyscallReply));
     } finally {
       span.end();
+    }
+  }
+
+  /** Acks are transport-level: applied to the actor's own deliveries, never logged unless malformed. */
+  private async onAck(msg: Msg, actor: string): Promise<void> {
+    try {
+      if (msg.data.length > MAX_SYSCALL_BYTES) throw new MaxwellError(ErrorCode.BadRequest, `ack of ${msg.data.length} bytes exceeds the limit of ${MAX_SYSCALL_BYTES}`);
+      this.deliverer.ack(actor, parseAck(decodeMap(msg.data)));
+      if (msg.reply) msg.respond(encode({ ok: true, result: { event: "", seq: this.state.head.seq } }));
+    } catch (err) {
+      const reply = await this.reject(msg, actor, MaxwellError.from(err, ErrorCode.BadRequest)).catch(() => undefined);
+      if (msg.reply && reply) msg.respond(encode(reply));
     }
   }
 
@@ -282,7 +307,9 @@ export class Kernel {
       span.setAttribute("mx.policies", event.decision.policies.join(","));
     }
     if ("trace" in event) span.setAttribute("mx.trace", event.trace);
-    const traceparent = "trace" in event ? formatTraceparent(event.trace, span.spanContext().spanId !== "0000000000000000" ? span.spanContext().spanId : newSpanId()) : undefined;
+    // With no telemetry SDK the span is a no-op with an all-zero id; reuse the caller's span id then.
+    const spanId = span.isRecording() ? span.spanContext().spanId : (tp?.spanId ?? newSpanId());
+    const traceparent = "trace" in event ? formatTraceparent(event.trace, spanId) : undefined;
     try {
       const stored = await this.appender.append(outcome.subject, outcome.msgId, () => event, traceparent);
       if (event.type === EventType.Denied) {
@@ -315,6 +342,7 @@ export class Kernel {
 
   private onStored(event: LogEvent, hash: string): void {
     evolve(this.state, event, hash);
+    this.deliverer.advance(event.seq);
     this.sinceCheckpoint += 1;
     if (event.type === EventType.Message && event.kind === "request" && event.deadline !== undefined) this.armTimeout(event.id, event.deadline);
     if (event.type === EventType.Reply) {
@@ -463,6 +491,7 @@ export class Kernel {
       publicKey: minted.publicKey,
     }));
     this.policy.invalidate();
+    if (kind === "agent") await this.deliverer.add(name);
     this.opts.log.info({ name, kind, groups }, "identity registered");
     return { name, kind: kind as IdentityKind, groups: groups as string[], publicKey: minted.publicKey, creds: new TextDecoder().decode(minted.creds), seq: stored.seq };
   }

@@ -203,3 +203,15 @@ export interface SyscallResult {
   /** For a repeated request whose reply is already in the log. */
   reply?: ReplyEvent;
 }
+
+/** What an agent publishes on `mx.sys.<agent>.ack`: transport-level, never logged. */
+export interface AckRequest {
+  /** Stream sequences of deliveries fully handled. */
+  ack?: number[];
+  /** Deliveries still being handled (resets their redelivery timer). */
+  working?: number[];
+  /** Deliveries to try again later. */
+  nak?: number[];
+  /** The agent (re)started: send every unacknowledged delivery again now. */
+  resend?: boolean;
+}

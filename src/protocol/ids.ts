@@ -4,6 +4,7 @@
  * a crash issues the same ids and the kernel answers repeats from the log instead of acting twice.
  */
 import { monotonicFactory } from "ulid";
+import { randomUint32 } from "./random.js";
 
 declare const brand: unique symbol;
 type Brand<T, B extends string> = T & { readonly [brand]: B };
@@ -15,7 +16,8 @@ export type SyscallId = Brand<string, "SyscallId">;
 /** W3C trace id (32 lowercase hex digits). */
 export type TraceId = Brand<string, "TraceId">;
 
-const nextUlid = monotonicFactory();
+// ulid's default PRNG asks the OS once per character; draw from a pooled buffer instead.
+const nextUlid = monotonicFactory(() => randomUint32() / 0x1_0000_0000);
 
 /** A new event id. */
 export function newEventId(): EventId {

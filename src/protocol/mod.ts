@@ -30,6 +30,7 @@ export { isSyscallId, isTraceId, newEventId, newScope, syscallId } from "./ids.j
 export type { EventId, SyscallId, TraceId } from "./ids.js";
 export { EVENT_VERSION, EventType, IdentityKind, checkpointMessage } from "./events.js";
 export type {
+  AckRequest,
   CheckpointEvent,
   Decision,
   DeniedEvent,
@@ -48,7 +49,7 @@ export type {
   SyscallResult,
 } from "./events.js";
 export { decode, decodeMap, encode } from "./codec.js";
-export { parseLogEvent, parseSyscallRequest } from "./schemas.js";
+export { parseAck, parseLogEvent, parseSyscallRequest } from "./schemas.js";
 export { ChainVerifier, GENESIS_PREV, entryHash } from "./chain.js";
 export type { ChainProblem, SignatureCheck, StoredEntry, VerifyReport } from "./chain.js";
 export { formatTraceparent, newSpanId, newTraceId, parseTraceparent } from "./trace.js";

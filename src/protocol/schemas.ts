@@ -3,17 +3,19 @@
  * does not validate is refused with a `bad_request` naming the first offending field.
  */
 import { Ajv, type ValidateFunction } from "ajv";
+import ackSchema from "../../schemas/ack.json" with { type: "json" };
 import logEventSchema from "../../schemas/log-event.json" with { type: "json" };
 import syscallReplySchema from "../../schemas/syscall-reply.json" with { type: "json" };
 import syscallRequestSchema from "../../schemas/syscall-request.json" with { type: "json" };
 import { ErrorCode, MaxwellError } from "./errors.js";
-import type { LogEvent, SyscallRequest } from "./events.js";
+import type { AckRequest, LogEvent, SyscallRequest } from "./events.js";
 
 const ajv = new Ajv({ allErrors: false, strict: false });
 ajv.addSchema(logEventSchema);
 ajv.addSchema(syscallReplySchema);
 const validateRequest: ValidateFunction = ajv.compile(syscallRequestSchema);
 const validateEvent: ValidateFunction = ajv.getSchema(logEventSchema.$id) as ValidateFunction;
+const validateAck: ValidateFunction = ajv.compile(ackSchema);
 
 function explain(validate: ValidateFunction, what: string): MaxwellError {
   const first = validate.errors?.[0];
@@ -41,4 +43,10 @@ export function parseSyscallRequest(value: unknown): SyscallRequest {
 export function parseLogEvent(value: unknown): LogEvent {
   if (!validateEvent(value)) throw explain(validateEvent, "log event");
   return value as LogEvent;
+}
+
+/** Validates a decoded ack; throws `bad_request` when it does not match schemas/ack.json. */
+export function parseAck(value: unknown): AckRequest {
+  if (!validateAck(value)) throw explain(validateAck, "ack");
+  return value as AckRequest;
 }

@@ -18,6 +18,8 @@ export const Header = {
   TraceState: "tracestate",
   MsgId: "Nats-Msg-Id",
   ExpectedLastSeq: "Nats-Expected-Last-Sequence",
+  /** On a delivery: present when the event was handed to the agent before. */
+  Redelivered: "Mx-Redelivered",
 } as const;
 
 /** Header names whose presence on a syscall is a forgery attempt (case-insensitive). */
@@ -29,6 +31,8 @@ export const SyscallOp = {
   Request: "request",
   Reply: "reply",
   Record: "record",
+  /** Transport-level: acknowledges deliveries; not a logged action (see schemas/ack.json). */
+  Ack: "ack",
 } as const;
 export type SyscallOp = (typeof SyscallOp)[keyof typeof SyscallOp];
 const syscallOps: ReadonlySet<string> = new Set(Object.values(SyscallOp));
@@ -85,6 +89,11 @@ export const subjects = {
   inboxOf: (actor: string): string => `${PREFIX}.rep.${named(actor)}.>`,
   /** All inboxes (the kernel publishes replies into them). */
   allInboxes: (): string => `${PREFIX}.rep.>`,
+  /**
+   * Where the kernel delivers log events to an agent (the exact stored bytes). Only the kernel
+   * publishes here: agents hold no JetStream permission at all (see docs/decisions/0003).
+   */
+  delivery: (agent: string): string => `${PREFIX}.dlv.${named(agent)}`,
   /** Admin requests from the CLI. */
   admin: (op: AdminOp): string => `${PREFIX}.admin.${op}`,
   allAdmin: (): string => `${PREFIX}.admin.>`,

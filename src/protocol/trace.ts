@@ -1,17 +1,17 @@
 /**
  * W3C trace context: the `traceparent` header that travels on every hop, and ids for it.
  */
-import { randomBytes } from "node:crypto";
 import type { TraceId } from "./ids.js";
+import { randomHex } from "./random.js";
 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 
 export function newTraceId(): TraceId {
-  return randomBytes(16).toString("hex") as TraceId;
+  return randomHex(16) as TraceId;
 }
 
 export function newSpanId(): string {
-  return randomBytes(8).toString("hex");
+  return randomHex(8);
 }
 
 /** Parses a traceparent header; undefined when absent or malformed (all-zero ids are invalid). */

@@ -8,22 +8,25 @@
 import {
   ErrorCode,
   EventType,
+  Header,
   MaxwellError,
   SyscallOp,
   assertName,
-  consumers,
   decodeMap,
+  encode,
   newScope,
   subjects,
   syscallId,
+  type AckRequest,
   type EventId,
+  type LogEvent,
   type MessageEvent,
   type Observation,
   type ReplyEvent,
   type SyscallRequest,
   type TraceId,
 } from "../protocol/mod.js";
-import { connectNats, consumeDurable, type DurableMessage, type DurableSubscription, type NatsConnection } from "../transport/connection.js";
+import { connectNats, type NatsConnection, type Subscription } from "../transport/connection.js";
 import { createLogger, type Logger } from "../runtime/logger.js";
 import type { AgentContext, AgentDefinition, Message, RequestOptions, SendResult } from "./agent.js";
 import { SyscallClient } from "./syscalls.js";
@@ -79,16 +82,19 @@ interface PendingRequest {
 
 class AgentRuntime {
   private readonly syscalls: SyscallClient;
-  private inbox: DurableSubscription | undefined;
-  private replies: DurableSubscription | undefined;
+  private deliveries: Subscription | undefined;
+  /** Messages waiting for a free handler slot, in delivery order. */
+  private readonly queue: Array<{ event: MessageEvent; redelivered: boolean }> = [];
+  private readonly seen = new Set<EventId>();
+  private workingTimer: NodeJS.Timeout | undefined;
   private readonly pending = new Map<EventId, PendingRequest>();
   private readonly early = new Map<EventId, ReplyEvent>();
   private readonly done = new Set<EventId>();
   private readonly active = new Set<EventId>();
   private readonly running = new Set<Promise<void>>();
-  private readonly slots: Array<() => void> = [];
   private readonly concurrency: number;
-  private loops: Promise<void>[] = [];
+  private loop: Promise<void> | undefined;
+  private readonly activeSeqs = new Map<EventId, number>();
   private stopping = false;
 
   constructor(
@@ -103,25 +109,32 @@ class AgentRuntime {
   }
 
   async start(): Promise<void> {
-    this.replies = await consumeDurable(this.nc, consumers.replies(this.name));
-    this.loops.push(this.replyLoop(this.replies));
+    this.deliveries = this.nc.subscribe(subjects.delivery(this.name));
+    this.loop = this.deliveryLoop(this.deliveries);
+    await this.nc.flush();
     if (this.def.onStart) {
       const ctx = new HandlerContext(this, undefined, newScope());
       await this.def.onStart(ctx);
       await ctx.flush();
     }
-    this.inbox = await consumeDurable(this.nc, consumers.inbox(this.name), Math.max(64, this.concurrency * 2));
-    this.loops.push(this.inboxLoop(this.inbox));
+    // Ask the kernel for everything it holds unacknowledged for us (work from before a restart).
+    this.sendAck({ resend: true });
+    this.workingTimer = setInterval(() => {
+      if (this.activeSeqs.size > 0) this.sendAck({ working: [...this.activeSeqs.values()] });
+    }, 3_000);
+    this.workingTimer.unref();
     this.log.info({ concurrency: this.concurrency }, "agent running");
   }
 
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    await this.inbox?.close();
+    // Queued messages stay unacknowledged: the kernel delivers them again when we are back.
+    this.queue.length = 0;
     await Promise.allSettled([...this.running]);
-    await this.replies?.close();
-    await Promise.allSettled(this.loops);
+    if (this.workingTimer) clearInterval(this.workingTimer);
+    this.deliveries?.unsubscribe();
+    await this.loop?.catch(() => undefined);
     for (const p of this.pending.values()) {
       clearTimeout(p.timer);
       p.reject(new MaxwellError(ErrorCode.Unavailable, "agent is stopping"));
@@ -132,66 +145,65 @@ class AgentRuntime {
 
   // -------------------------------------------------------------- deliveries
 
-  private async inboxLoop(sub: DurableSubscription): Promise<void> {
-    try {
-      for await (const m of sub) {
-        if (this.stopping) break;
-        await this.acquire();
-        const run = this.deliver(m).finally(() => {
-          this.running.delete(run);
-          this.release();
-        });
-        this.running.add(run);
+  private sendAck(req: AckRequest): void {
+    if (this.nc.isClosed()) return;
+    this.nc.publish(subjects.syscall(this.name, SyscallOp.Ack), encode(req));
+  }
+
+  private async deliveryLoop(sub: Subscription): Promise<void> {
+    for await (const m of sub) {
+      let event: LogEvent;
+      try {
+        event = decodeMap(m.data) as unknown as LogEvent;
+      } catch (err) {
+        this.log.error({ err: String(err) }, "undecodable delivery; ignoring it");
+        continue;
       }
-    } catch (err) {
-      if (!this.stopping) this.log.error({ err: String(err) }, "inbox consumer failed");
+      if (event.type === EventType.Reply) this.onReply(event);
+      else if (event.type === EventType.Message && event.to === this.name) this.onMessage(event, m.headers?.has(Header.Redelivered) ?? false);
+      else this.log.error({ seq: event.seq, type: event.type }, "unexpected delivery; ignoring it");
     }
   }
 
-  private async replyLoop(sub: DurableSubscription): Promise<void> {
-    try {
-      for await (const m of sub) {
-        let event: ReplyEvent;
-        try {
-          event = decodeMap(m.data) as unknown as ReplyEvent;
-        } catch (err) {
-          this.log.error({ seq: m.seq, err: String(err) }, "undecodable reply in the log; skipping");
-          m.ack();
-          continue;
-        }
-        const waiter = this.pending.get(event.inReplyTo);
-        if (waiter) {
-          this.pending.delete(event.inReplyTo);
-          clearTimeout(waiter.timer);
-          waiter.resolve(event);
-        } else {
-          // The request's syscall answer may still be on its way: keep the reply for it.
-          this.early.set(event.inReplyTo, event);
-          if (this.early.size > REMEMBERED) this.early.delete(this.early.keys().next().value as EventId);
-        }
-        m.ack();
-      }
-    } catch (err) {
-      if (!this.stopping) this.log.error({ err: String(err) }, "reply consumer failed");
+  private onReply(event: ReplyEvent): void {
+    const waiter = this.pending.get(event.inReplyTo);
+    if (waiter) {
+      this.pending.delete(event.inReplyTo);
+      clearTimeout(waiter.timer);
+      waiter.resolve(event);
+    } else {
+      // The request's syscall answer may still be on its way: keep the reply for it.
+      this.early.set(event.inReplyTo, event);
+      if (this.early.size > REMEMBERED) this.early.delete(this.early.keys().next().value as EventId);
     }
+    this.sendAck({ ack: [event.seq] });
   }
 
-  private async deliver(m: DurableMessage): Promise<void> {
-    let event: MessageEvent;
-    try {
-      event = decodeMap(m.data) as unknown as MessageEvent;
-      if (event.type !== EventType.Message) throw new Error(`unexpected event type ${String(event.type)}`);
-    } catch (err) {
-      this.log.error({ seq: m.seq, err: String(err) }, "undecodable delivery in the log; skipping");
-      m.ack();
-      return;
-    }
+  private onMessage(event: MessageEvent, redelivered: boolean): void {
     if (this.done.has(event.id)) {
-      m.ack();
+      this.sendAck({ ack: [event.seq] });
       return;
     }
-    if (this.active.has(event.id)) return; // redelivered while still running: the first run acks
-    this.active.add(event.id);
+    if (this.seen.has(event.id)) return; // queued or running: that run acks
+    this.seen.add(event.id);
+    this.queue.push({ event, redelivered });
+    this.drainQueue();
+  }
+
+  private drainQueue(): void {
+    while (!this.stopping && this.running.size < this.concurrency && this.queue.length > 0) {
+      const next = this.queue.shift() as { event: MessageEvent; redelivered: boolean };
+      const run = this.deliver(next.event, next.redelivered).finally(() => {
+        this.running.delete(run);
+        this.seen.delete(next.event.id);
+        this.drainQueue();
+      });
+      this.running.add(run);
+    }
+  }
+
+  private async deliver(event: MessageEvent, redelivered: boolean): Promise<void> {
+    this.activeSeqs.set(event.id, event.seq);
     const message: Message = {
       id: event.id,
       seq: event.seq,
@@ -201,10 +213,9 @@ class AgentRuntime {
       body: event.body,
       trace: event.trace,
       depth: event.depth,
-      redelivered: m.redelivered,
+      redelivered,
     };
     const ctx = new HandlerContext(this, message, event.id);
-    const keepAlive = setInterval(() => m.working(), 10_000);
     try {
       let result: unknown;
       let failure: unknown;
@@ -216,9 +227,9 @@ class AgentRuntime {
       if (failure !== undefined) {
         const e = MaxwellError.from(failure);
         if (e.code === ErrorCode.Unavailable) {
-          // The kernel could not be reached: leave the delivery unacked so it is tried again.
+          // The kernel could not be reached: leave the delivery to be tried again.
           this.log.warn({ event: event.id, err: e.message }, "handler could not reach the kernel; will retry the delivery");
-          m.nak(1000);
+          this.sendAck({ nak: [event.seq] });
           return;
         }
         this.log.warn({ event: event.id, code: e.code, err: e.message }, "handler failed");
@@ -227,25 +238,15 @@ class AgentRuntime {
         await ctx.reply(result === undefined ? null : result);
       }
       await ctx.flush();
-      m.ack();
+      this.sendAck({ ack: [event.seq] });
       this.done.add(event.id);
       if (this.done.size > REMEMBERED) this.done.delete(this.done.keys().next().value as EventId);
     } catch (err) {
       this.log.error({ event: event.id, err: String(err) }, "could not finish the delivery; it will be redelivered");
-      m.nak(1000);
+      this.sendAck({ nak: [event.seq] });
     } finally {
-      clearInterval(keepAlive);
-      this.active.delete(event.id);
+      this.activeSeqs.delete(event.id);
     }
-  }
-
-  private async acquire(): Promise<void> {
-    if (this.running.size < this.concurrency) return;
-    await new Promise<void>((resolve) => this.slots.push(resolve));
-  }
-
-  private release(): void {
-    this.slots.shift()?.();
   }
 
   // -------------------------------------------------------------- syscalls

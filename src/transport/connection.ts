@@ -51,6 +51,8 @@ export async function connectNats(opts: ConnectOptions): Promise<NatsConnection>
       reconnectTimeWait: 250,
       timeout: opts.timeoutMs ?? 5000,
       pingInterval: 10_000,
+      // Async stack traces cost a captured Error per request; the kernel makes one per append.
+      noAsyncTraces: true,
     });
   } catch (err) {
     throw new MaxwellError(ErrorCode.Unavailable, `cannot connect to NATS at ${opts.servers} as ${opts.name}: ${(err as Error).message}`, { cause: err });
@@ -111,7 +113,8 @@ export async function ensureAgentConsumers(jsm: JetStreamManager, agent: string)
         ack_policy: AckPolicy.Explicit,
         deliver_policy: DeliverPolicy.All,
         replay_policy: ReplayPolicy.Instant,
-        ack_wait: 30 * 1_000_000_000,
+        // Short, so work held by a kernel that died is redelivered soon; long handlers send 'working'.
+        ack_wait: 10 * 1_000_000_000,
         max_deliver: -1,
         max_ack_pending: 4096,
       });
@@ -157,6 +160,22 @@ export async function* readLog(
     opt_start_seq: from,
     ...(opts.filter ? { filter_subjects: opts.filter } : {}),
   });
+  if (!opts.follow) {
+    // Bounded read: fetch in batches and stop at the end, or at the first empty batch (a log whose
+    // tail was lost on disk reports a last sequence it can no longer deliver).
+    for (;;) {
+      const batch = await consumer.fetch({ max_messages: 1024, expires: 2000 });
+      let got = 0;
+      let last = 0;
+      for await (const m of batch) {
+        got += 1;
+        last = m.seq;
+        yield { seq: m.seq, subject: m.subject, data: m.data, headers: m.headers };
+        if (m.seq >= endSeq) break;
+      }
+      if (got === 0 || last >= endSeq || opts.signal?.aborted) return;
+    }
+  }
   const messages = await consumer.consume({ max_messages: 1024 });
   const stop = (): void => {
     void messages.close();
@@ -165,7 +184,6 @@ export async function* readLog(
   try {
     for await (const m of messages) {
       yield { seq: m.seq, subject: m.subject, data: m.data, headers: m.headers };
-      if (!opts.follow && (m.seq >= endSeq || m.info.pending === 0)) break;
     }
   } finally {
     opts.signal?.removeEventListener("abort", stop);
