@@ -64,13 +64,16 @@ export class Deliverer {
   }
 
   private hand(agent: string, m: DurableMessage, again = false): void {
-    if (m.redelivered || again) {
-      const h = natsHeaders();
-      h.set(Header.Redelivered, "1");
-      this.nc.publish(subjects.delivery(agent), m.data, { headers: h });
-    } else {
+    // The trace context travels on every hop: forward the one stored with the event.
+    const traceparent = m.headers?.get(Header.TraceParent);
+    if (!traceparent && !m.redelivered && !again) {
       this.nc.publish(subjects.delivery(agent), m.data);
+      return;
     }
+    const h = natsHeaders();
+    if (traceparent) h.set(Header.TraceParent, traceparent);
+    if (m.redelivered || again) h.set(Header.Redelivered, "1");
+    this.nc.publish(subjects.delivery(agent), m.data, { headers: h });
   }
 
   /** Applies an agent's ack message. Only that agent's own pending deliveries are touched. */

@@ -75,3 +75,42 @@ describe("kernel-mediated messaging", () => {
     expect((error as MaxwellError).message).toMatch(/default deny/);
   });
 });
+
+describe("telemetry", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness();
+  });
+  afterAll(async () => {
+    await h?.close();
+  });
+
+  it("carries the W3C traceparent of the message's trace on the delivery to the agent", async () => {
+    const { connectNats } = await import("../../src/transport/connection.js");
+    const { decodeMap, subjects, parseTraceparent, encode, SyscallOp } = await import("../../src/protocol/mod.js");
+    const alice = await h.register("alice", "principal");
+    const target = await h.register("target", "agent");
+    const nc = await connectNats({ servers: h.url, creds: new TextEncoder().encode(target.creds), name: "t", inboxPrefix: subjects.inboxPrefix("target") });
+    const got: Array<{ trace: string; header: string | undefined }> = [];
+    const sub = nc.subscribe(subjects.delivery("target"), {
+      callback: (_err, m) => {
+        const e = decodeMap(m.data);
+        got.push({ trace: String(e["trace"]), header: m.headers?.get("traceparent") });
+      },
+    });
+    await nc.flush();
+    const pc = await connectNats({ servers: h.url, creds: new TextEncoder().encode(alice.creds), name: "a", inboxPrefix: subjects.inboxPrefix("alice") });
+    const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const { headers } = await import("@nats-io/transport-node");
+    const hdr = headers();
+    hdr.set("traceparent", `00-${traceId}-00f067aa0ba902b7-01`);
+    const reply = decodeMap((await pc.request(subjects.syscall("alice", SyscallOp.Send), encode({ id: "t1:0", to: "target", body: 1 }), { timeout: 5000, headers: hdr })).data);
+    expect(reply["ok"]).toBe(true);
+    await until(() => got.length === 1, "the delivery");
+    expect(got[0]?.trace).toBe(traceId);
+    expect(parseTraceparent(got[0]?.header)?.traceId).toBe(traceId);
+    sub.unsubscribe();
+    await nc.close();
+    await pc.close();
+  });
+});
