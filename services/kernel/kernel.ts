@@ -15,6 +15,7 @@ import {
   FORBIDDEN_HEADERS,
   GENESIS_PREV,
   KERNEL_QUEUE,
+  LOG_STREAM,
   MaxwellError,
   SyscallOp,
   checkpointMessage,
@@ -49,13 +50,14 @@ import {
   readLog,
   readRange,
   readTail,
+  type JetStreamClient,
   type JetStreamManager,
   type Msg,
   type NatsConnection,
   type Subscription,
 } from "../../src/transport/connection.js";
 import { grantsFor, loadKey, mintUser, sign, type KeyPair } from "../../src/transport/identity.js";
-import type { AdminReply, IdentitySummary, KernelStatus, RegisterRequest, RegisterResult } from "../../src/runtime/admin.js";
+import type { AdminReply, IdentitySummary, KernelStatus, ReadRequest, ReadResult, RegisterRequest, RegisterResult } from "../../src/runtime/admin.js";
 import type { Logger } from "../../src/runtime/logger.js";
 import { Appender } from "./appender.js";
 import { Deliverer } from "./deliverer.js";
@@ -102,6 +104,7 @@ export class Kernel {
   private sinceCheckpoint = 0;
   private registering: Promise<unknown> = Promise.resolve();
   private deliverer!: Deliverer;
+  private js!: JetStreamClient;
   private readonly startedAt = Date.now();
   private stopping = false;
 
@@ -115,6 +118,7 @@ export class Kernel {
     this.nc = await connectNats({ servers: this.opts.servers, creds: this.opts.creds, name: "maxwell-kernel" });
     this.jsm = await jetstreamManager(this.nc);
     const js = jetstream(this.nc);
+    this.js = js;
     await ensureLogStream(this.jsm);
 
     const t0 = performance.now();
@@ -206,6 +210,12 @@ export class Kernel {
   private async onSyscall(msg: Msg): Promise<void> {
     const parsed = parseSyscallSubject(msg.subject);
     const actor = parsed && isName(parsed.actor) ? parsed.actor : undefined;
+    if (msg.reply && !(actor !== undefined && msg.reply.startsWith(`${subjects.inboxPrefix(actor)}.`))) {
+      // The kernel may publish anywhere; answering on a caller-chosen subject would let a caller
+      // aim the kernel's answer into the log or at another actor. Refuse, record, stay silent.
+      await this.reject(msg, actor, new MaxwellError(ErrorCode.BadRequest, `reply subject '${msg.reply.slice(0, 200)}' is not under the caller's inbox ${actor ? subjects.inboxPrefix(actor) : "mx.rep.<actor>"}.`)).catch(() => undefined);
+      return;
+    }
     if (parsed?.op === SyscallOp.Ack && actor !== undefined) {
       await this.onAck(msg, actor);
       return;
@@ -423,6 +433,11 @@ export class Kernel {
 
   private async onAdmin(msg: Msg): Promise<void> {
     const op = msg.subject.split(".").pop();
+    if (!msg.reply?.startsWith("_INBOX.")) {
+      // Same reason as for syscalls: answers go only to the admin's own inbox.
+      this.opts.log.warn({ op, reply: msg.reply?.slice(0, 200) }, "admin request refused: reply subject is not an _INBOX subject");
+      return;
+    }
     let reply: AdminReply<unknown>;
     try {
       const body = msg.data.length > 0 ? decodeMap(msg.data) : {};
@@ -439,6 +454,9 @@ export class Kernel {
         case AdminOp.Status:
           reply = { ok: true, result: this.status() };
           break;
+        case AdminOp.Read:
+          reply = { ok: true, result: await this.read(body as unknown as ReadRequest) };
+          break;
         case AdminOp.Checkpoint:
           await this.appender.drain();
           reply = { ok: true, result: { upTo: await this.checkpoint() } };
@@ -452,6 +470,26 @@ export class Kernel {
       reply = { ok: false, error: e.toWire() };
     }
     if (msg.reply) msg.respond(encode(reply));
+  }
+
+  /** Raw entries for the admin CLI, capped so an answer fits in one NATS message. */
+  private async read(req: ReadRequest): Promise<ReadResult> {
+    const from = Number(req.from);
+    const max = Math.min(Number(req.max ?? 1000), 5000);
+    if (!Number.isInteger(from) || from < 1 || !Number.isInteger(max) || max < 1) {
+      throw new MaxwellError(ErrorCode.BadRequest, "read needs an integer 'from' >= 1 and 'max' >= 1");
+    }
+    const info = await this.jsm.streams.info(LOG_STREAM);
+    const entries: ReadResult["entries"] = [];
+    let bytes = 0;
+    if (from <= info.state.last_seq) {
+      for await (const e of readLog(this.js, this.jsm, { fromSeq: from })) {
+        entries.push({ seq: e.seq, subject: e.subject, data: e.data });
+        bytes += e.data.length + e.subject.length + 16;
+        if (entries.length >= max || bytes > 512 * 1024) break;
+      }
+    }
+    return { entries, lastSeq: info.state.last_seq };
   }
 
   private status(): KernelStatus {

@@ -4,10 +4,10 @@
  * one-line reason on stderr and a non-zero exit.
  */
 import { existsSync } from "node:fs";
-import { ErrorCode, MaxwellError } from "../protocol/mod.js";
+import { ErrorCode, LOG_STREAM, MaxwellError, type StoredEntry } from "../protocol/mod.js";
 import { AdminClient } from "../runtime/admin-client.js";
 import { readJson, startEmbedded } from "../runtime/deployment.js";
-import { connectNats, type NatsConnection } from "../transport/connection.js";
+import { connectNats, jetstream, jetstreamManager, readLog } from "../transport/connection.js";
 import { dataLayout, resolveDataDir, type DataLayout } from "../runtime/paths.js";
 import type { DaemonInfo } from "../runtime/supervisor.js";
 
@@ -24,11 +24,23 @@ export interface CliContext {
   admin(): Promise<AdminClient>;
   daemon(): DaemonInfo | undefined;
   /**
-   * An admin connection for reading the log. With no daemon running (and no --nats), starts the
-   * data dir's nats-server just for this command, so the log can be read and verified offline.
+   * The log, for reading. Through the running kernel (admin credential) when a daemon is up or
+   * --nats is given; otherwise the data dir's nats-server is started just for this command and
+   * read with the kernel's credential (no agent can be connected then).
    */
-  connectAdmin(purpose: string, reconnect?: boolean): Promise<{ nc: NatsConnection; close: () => Promise<void> }>;
+  openLog(purpose: string): Promise<LogSource>;
 }
+
+/** Stored entries of the log, in order. */
+export interface LogSource {
+  entries(opts: { from: number; follow: boolean; signal?: AbortSignal }): AsyncIterable<StoredEntry>;
+  /** The stream's last sequence as the server reports it. */
+  lastSeq(): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** How often `log --follow` asks the kernel for new entries when there were none. */
+const FOLLOW_POLL_MS = 300;
 
 export function cliContext(opts: GlobalOptions): CliContext {
   const layout = dataLayout(resolveDataDir(opts.data));
@@ -61,18 +73,36 @@ export function cliContext(opts: GlobalOptions): CliContext {
     adminCreds,
     daemon,
     admin: () => AdminClient.connect(natsUrl(), adminCreds()),
-    async connectAdmin(purpose, reconnect = false) {
+    async openLog(purpose) {
       if (opts.nats || process.env["MAXWELL_NATS_URL"] || running()) {
-        const nc = await connectNats({ servers: natsUrl(), creds: adminCreds(), name: `maxwell-cli:${purpose}`, reconnect });
-        return { nc, close: () => nc.close() };
+        const admin = await AdminClient.connect(natsUrl(), adminCreds(), { reconnect: true });
+        return {
+          async *entries({ from, follow, signal }) {
+            let next = from;
+            while (!signal?.aborted) {
+              const batch = await admin.read({ from: next, max: 1000 });
+              for (const e of batch.entries) yield e;
+              const last = batch.entries.at(-1);
+              if (last) next = last.seq + 1;
+              if (batch.entries.length > 0 && next <= batch.lastSeq) continue;
+              if (!follow) return;
+              await new Promise((r) => setTimeout(r, FOLLOW_POLL_MS));
+            }
+          },
+          lastSeq: async () => (await admin.read({ from: Number.MAX_SAFE_INTEGER, max: 1 })).lastSeq,
+          close: () => admin.close(),
+        };
       }
       if (!existsSync(layout.natsConfig)) {
         throw new MaxwellError(ErrorCode.Unavailable, `no running daemon and no data in ${layout.root} (start one with 'maxwell up')`);
       }
       const embedded = await startEmbedded({ dataDir: layout.root });
-      const nc = await connectNats({ servers: embedded.server.url, creds: adminCreds(), name: `maxwell-cli:${purpose}`, reconnect: false });
+      const nc = await connectNats({ servers: embedded.server.url, creds: layout.credsOf("kernel"), name: `maxwell-cli:${purpose}`, reconnect: false });
+      const jsm = await jetstreamManager(nc);
+      const js = jetstream(nc);
       return {
-        nc,
+        entries: ({ from, follow, signal }) => readLog(js, jsm, { fromSeq: from, follow, ...(signal ? { signal } : {}) }),
+        lastSeq: async () => (await jsm.streams.info(LOG_STREAM)).state.last_seq,
         close: async () => {
           await nc.close();
           await embedded.server.stop();

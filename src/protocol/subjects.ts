@@ -46,6 +46,8 @@ export const AdminOp = {
   List: "list",
   Status: "status",
   Checkpoint: "checkpoint",
+  /** Raw log entries for the CLI: the admin credential has no JetStream access of its own. */
+  Read: "read",
 } as const;
 export type AdminOp = (typeof AdminOp)[keyof typeof AdminOp];
 

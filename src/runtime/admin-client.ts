@@ -4,7 +4,7 @@
  */
 import { ErrorCode, MaxwellError, decodeMap, encode, subjects, type AdminOp } from "../protocol/mod.js";
 import { connectNats, requestRaw, type NatsConnection } from "../transport/connection.js";
-import type { AdminReply, IdentitySummary, KernelStatus, RegisterRequest, RegisterResult } from "./admin.js";
+import type { AdminReply, IdentitySummary, KernelStatus, ReadRequest, ReadResult, RegisterRequest, RegisterResult } from "./admin.js";
 
 export class AdminClient {
   private constructor(readonly nc: NatsConnection) {}
@@ -34,6 +34,10 @@ export class AdminClient {
   }
   status(): Promise<KernelStatus> {
     return this.call("status", {});
+  }
+  /** Raw log entries from `from` on, as stored. */
+  read(req: ReadRequest): Promise<ReadResult> {
+    return this.call("read", req, 30_000);
   }
   checkpoint(): Promise<{ upTo: number }> {
     return this.call("checkpoint", {});

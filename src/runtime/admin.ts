@@ -41,3 +41,17 @@ export interface KernelStatus {
 }
 
 export type AdminReply<T> = { ok: true; result: T } | { ok: false; error: WireError };
+
+export interface ReadRequest {
+  /** First sequence wanted. */
+  from: number;
+  /** At most this many entries (the kernel also caps the answer's size). */
+  max?: number;
+}
+
+export interface ReadResult {
+  /** Entries in order, exactly as stored. May skip sequences the server no longer has. */
+  entries: Array<{ seq: number; subject: string; data: Uint8Array }>;
+  /** The stream's last sequence as the server reports it. */
+  lastSeq: number;
+}

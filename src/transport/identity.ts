@@ -9,7 +9,7 @@ import { dirname, join } from "node:path";
 import * as jwt from "@nats-io/jwt";
 import { createAccount, createOperator, createServer, fromPublic, fromSeed, type KeyPair } from "@nats-io/nkeys";
 import { ErrorCode, MaxwellError } from "../protocol/errors.js";
-import { LOG_STREAM, subjects } from "../protocol/subjects.js";
+import { subjects } from "../protocol/subjects.js";
 
 export type { KeyPair };
 
@@ -130,27 +130,11 @@ export const grantsFor = {
     return { pub: [">"], sub: [">"] };
   },
   /**
-   * The admin CLI: asks the kernel for admin operations and reads the log. It cannot write,
-   * delete, purge or reconfigure the stream.
+   * The admin CLI: asks the kernel for admin operations, including reading the log. No `$JS`
+   * subject: a JetStream API call lets the caller name any reply subject, including the log's.
    */
   admin(): Grants {
-    const js = `$JS.API`;
-    return {
-      pub: [
-        subjects.allAdmin(),
-        `${js}.INFO`,
-        `${js}.STREAM.INFO.${LOG_STREAM}`,
-        `${js}.STREAM.MSG.GET.${LOG_STREAM}`,
-        `${js}.DIRECT.GET.${LOG_STREAM}`,
-        `${js}.DIRECT.GET.${LOG_STREAM}.>`,
-        `${js}.CONSUMER.CREATE.${LOG_STREAM}`,
-        `${js}.CONSUMER.CREATE.${LOG_STREAM}.>`,
-        `${js}.CONSUMER.INFO.${LOG_STREAM}.>`,
-        `${js}.CONSUMER.MSG.NEXT.${LOG_STREAM}.>`,
-        `${js}.CONSUMER.DELETE.${LOG_STREAM}.>`,
-      ],
-      sub: ["_INBOX.>"],
-    };
+    return { pub: [subjects.allAdmin()], sub: ["_INBOX.>"] };
   },
 } as const;
 

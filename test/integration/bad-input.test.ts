@@ -217,6 +217,43 @@ describe("bad input", () => {
     await expectStillServing(prober);
   });
 
+  const badAcks: Array<[string, () => Uint8Array, RegExp]> = [
+    ["an ack list that is not a list", () => encode({ ack: "x" }), /ack field 'ack' must be array/],
+    ["an unknown field", () => encode({ ack: [1], bogus: true }), /ack has a field it may not carry: 'bogus'/],
+    ["a sequence of zero", () => encode({ ack: [0] }), /ack field 'ack\.0'/],
+    ["a fractional sequence", () => encode({ nak: [1.5] }), /ack field 'nak\.0'/],
+    ["a sequence that is a string", () => encode({ working: ["7"] }), /ack field 'working\.0'/],
+    ["a resend that is not a boolean", () => encode({ resend: "yes" }), /ack field 'resend'/],
+    ["more than 4096 sequences", () => encode({ ack: Array.from({ length: 4097 }, (_, i) => i + 1) }), /ack field 'ack'/],
+    ["a msgpack array instead of a map", () => encode([1, 2, 3]), /must be a msgpack map/],
+    ["malformed msgpack (the reserved byte 0xc1)", () => new Uint8Array([0x81, ...fixstr("ack"), 0xc1]), /not valid msgpack/],
+    ["an empty payload", () => new Uint8Array(0), /empty payload/],
+    ["an oversized payload (300 KiB)", () => encode({ ack: [1], pad: "x".repeat(300 * 1024) }), /exceeds the limit/],
+  ];
+
+  it.each(badAcks)("answers a malformed ack (%s) with bad_request, logs the rejection, and keeps serving", async (_what, payload, message) => {
+    const nc = await connectAs("prober");
+    const from = (await lastSeq()) + 1;
+    const reply = await raw(nc, "prober", SyscallOp.Ack, payload());
+    const error = expectError(reply, "bad_request", message);
+    await expectRefusalLogged(from, "prober", error);
+    const rejected = (await logFrom(from)).filter((e) => e["type"] === EventType.Rejected && e["actor"] === "prober");
+    expect(rejected.map((e) => e["subject"])).toEqual([subjects.syscall("prober", SyscallOp.Ack)]);
+    await expectStillServing(nc);
+  });
+
+  it("answers a well-formed ack of nothing it holds without logging anything (the control for the malformed acks)", async () => {
+    const nc = await connectAs("prober");
+    const from = (await lastSeq()) + 1;
+    const reply = await raw(nc, "prober", SyscallOp.Ack, encode({ ack: [999_999], working: [999_998], nak: [999_997], resend: true }));
+    expect(reply.ok, JSON.stringify(reply)).toBe(true);
+    // The next send is logged after anything the ack could have caused.
+    await expectStillServing(nc);
+    const events = await logFrom(from);
+    expect(events.filter((e) => e["type"] === EventType.Rejected || e["type"] === EventType.Denied)).toEqual([]);
+    expect(events.filter((e) => e["actor"] === "prober").map((e) => e["type"])).toEqual([EventType.Message]);
+  });
+
   it("keeps the kernel process alive and free of unexpected failures after all of it", async () => {
     const nc = await connectAs("prober");
     await expectStillServing(nc);

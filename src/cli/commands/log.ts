@@ -1,7 +1,6 @@
 /** `maxwell log`: the log, readably, with filters; `--follow` keeps printing. */
 import type { Command } from "commander";
 import { decodeMap, type LogEvent } from "../../protocol/mod.js";
-import { jetstream, jetstreamManager, readLog } from "../../transport/connection.js";
 import { cliContext, fail, type GlobalOptions } from "../context.js";
 import { formatEvent, involves } from "../format.js";
 
@@ -37,7 +36,7 @@ export function registerLog(program: Command, globals: () => GlobalOptions): voi
 
 async function showLog(g: GlobalOptions, opts: LogOptions): Promise<void> {
   const ctx = cliContext(g);
-  const { nc, close } = await ctx.connectAdmin("log", Boolean(opts.follow));
+  const source = await ctx.openLog("log");
   const abort = new AbortController();
   process.once("SIGINT", () => abort.abort());
   const match = (e: LogEvent): boolean => {
@@ -49,10 +48,8 @@ async function showLog(g: GlobalOptions, opts: LogOptions): Promise<void> {
     return true;
   };
   try {
-    const js = jetstream(nc);
-    const jsm = await jetstreamManager(nc);
     const from = opts.from !== undefined ? Number(opts.from) : 1;
-    for await (const entry of readLog(js, jsm, { fromSeq: from, follow: Boolean(opts.follow), signal: abort.signal })) {
+    for await (const entry of source.entries({ from, follow: Boolean(opts.follow), signal: abort.signal })) {
       let event: LogEvent;
       try {
         event = decodeMap(entry.data) as unknown as LogEvent;
@@ -64,6 +61,6 @@ async function showLog(g: GlobalOptions, opts: LogOptions): Promise<void> {
       process.stdout.write((opts.json ? JSON.stringify({ subject: entry.subject, ...event }) : formatEvent(event)) + "\n");
     }
   } finally {
-    await close();
+    await source.close();
   }
 }

@@ -5,8 +5,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import type { Command } from "commander";
-import { ChainVerifier, LOG_STREAM, type VerifyReport } from "../../protocol/mod.js";
-import { jetstream, jetstreamManager, readLog } from "../../transport/connection.js";
+import { ChainVerifier, type VerifyReport } from "../../protocol/mod.js";
 import { keyFiles, verifySignature } from "../../transport/identity.js";
 import { readJson } from "../../runtime/deployment.js";
 import { cliContext, ExitCode, fail, type GlobalOptions } from "../context.js";
@@ -44,18 +43,16 @@ async function verify(g: { data?: string; nats?: string; creds?: string }, keyFl
   const pubFile = keyFiles(ctx.layout.keys).kernelPublic;
   const key = keyFlag ?? (existsSync(pubFile) ? readFileSync(pubFile, "utf8").trim() : undefined);
   const anchor = readJson<{ upTo: number; head: string }>(ctx.layout.anchor);
-  const { nc, close } = await ctx.connectAdmin("verify");
+  const source = await ctx.openLog("verify");
   try {
-    const js = jetstream(nc);
-    const jsm = await jetstreamManager(nc);
-    const info = await jsm.streams.info(LOG_STREAM);
+    const lastSeq = await source.lastSeq();
     const verifier = new ChainVerifier(key, verifySignature);
-    for await (const entry of readLog(js, jsm, { fromSeq: 1 })) {
+    for await (const entry of source.entries({ from: 1, follow: false })) {
       verifier.add(entry);
       if (verifier.failed) break;
     }
-    return verifier.finish(info.state.last_seq, anchor);
+    return verifier.finish(lastSeq, anchor);
   } finally {
-    await close();
+    await source.close();
   }
 }
