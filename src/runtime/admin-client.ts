@@ -26,6 +26,11 @@ export class AdminClient {
     throw MaxwellError.fromWire(reply.error);
   }
 
+  /** Version of the NATS server this client is connected to, from its INFO. */
+  get serverVersion(): string | undefined {
+    return this.nc.info?.version;
+  }
+
   register(req: RegisterRequest): Promise<RegisterResult> {
     return this.call("register", req, 30_000);
   }

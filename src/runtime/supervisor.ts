@@ -11,6 +11,7 @@ import { writeSecret } from "../transport/identity.js";
 import { AdminClient } from "./admin-client.js";
 import { spawnService, startEmbedded, readJson, type EmbeddedServer, type ServiceProcess } from "./deployment.js";
 import { dataLayout, packageRoot, type DataLayout } from "./paths.js";
+import { parseServerVersion, supportsSyncAlways } from "../transport/nats-server.js";
 import type { Logger } from "./logger.js";
 
 /** One agent the daemon runs. */
@@ -156,6 +157,19 @@ export class Supervisor {
     await this.startKernel(kernelCreds);
     this.admin = await AdminClient.connect(this.url, this.layout.credsOf("admin"), { reconnect: true });
     await this.admin.waitForKernel();
+    if (this.opts.external) {
+      const v = this.admin.serverVersion;
+      if (v) {
+        this.info.server.version = v;
+        const parsed = parseServerVersion(v);
+        this.info.durability = {
+          mode: "external",
+          guarantee: supportsSyncAlways(parsed)
+            ? `nats-server ${v}: as its sync_interval and stream replicas are configured (R3 in a cluster replicates before the ack)`
+            : `nats-server ${v} fsyncs every 60 s: an OS crash can lose up to 60 s of acknowledged events unless the stream is replicated`,
+        };
+      }
+    }
 
     const config = this.opts.config ?? {};
     for (const p of config.principals ?? []) await this.ensureIdentity(p.name, "principal", p.groups ?? []);
