@@ -85,6 +85,50 @@ describe("crash safety", () => {
     expect(new Set(messages.map((m) => (m.body as { i: number }).i)).size).toBe(N);
   });
 
+  it("loses and duplicates nothing when nats-server is killed -9 in the middle of a stream of sends", async () => {
+    const N = 200;
+    const from = await h.register("server-sender", "agent", ["coordinators"]);
+    const to = await h.register("server-receiver", "agent", ["workers"]);
+    const handled = new Map<number, number>();
+    await h.agent(
+      defineAgent({
+        onMessage(msg: Message) {
+          const i = (msg.body as { i: number }).i;
+          handled.set(i, (handled.get(i) ?? 0) + 1);
+        },
+      }),
+      to.creds,
+      "server-receiver",
+    );
+    let sent = 0;
+    let sendError: unknown;
+    await h.agent(
+      defineAgent({
+        onStart(ctx) {
+          void (async () => {
+            for (let i = 0; i < N; i++) {
+              await ctx.send("server-receiver", { i });
+              sent += 1;
+            }
+          })().catch((err: unknown) => {
+            sendError = err;
+          });
+        },
+        onMessage() {},
+      }),
+      from.creds,
+      "server-sender",
+    );
+    await until(() => handled.size >= N / 3, "a third of the stream to arrive");
+    await h.crashServer();
+    await until(() => handled.size === N || sendError !== undefined, "every message to arrive after the server restart", 45_000);
+    expect(sendError).toBeUndefined();
+    expect(sent).toBe(N);
+    for (let i = 0; i < N; i++) expect(handled.get(i), `message ${i} handled once`).toBe(1);
+    const messages = (await logEvents(h)).filter((e): e is MessageEvent => e.type === EventType.Message && e.actor === "server-sender");
+    expect(messages).toHaveLength(N);
+  });
+
   it("does not repeat an agent's effect when it is killed -9 in the middle of a handler", async () => {
     const asker = await h.register("asker", "agent", ["coordinators"]);
     const crashy = await h.register("crashy", "agent", ["workers", "coordinators"]);

@@ -3,7 +3,8 @@
  * its own process (so tests can kill -9 it), the admin client, and helpers to register agents and
  * run them in-process with their own credentials.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { findNatsServer, startNatsServer } from "../../src/transport/nats-server.js";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AdminClient } from "../../src/runtime/admin-client.js";
@@ -23,6 +24,8 @@ export interface Harness {
   kernelLog: string[];
   startKernel(): Promise<void>;
   killKernel(signal?: NodeJS.Signals): Promise<void>;
+  /** Kills nats-server with SIGKILL and starts it again on the same port and store. */
+  crashServer(): Promise<void>;
   register(name: string, kind?: "agent" | "principal", groups?: string[]): Promise<RegisterResult>;
   agent(def: AgentDefinition, creds: string, name?: string): Promise<RunningAgent>;
   close(): Promise<void>;
@@ -56,6 +59,13 @@ export async function startHarness(opts: { policies?: string; kernelArgs?: strin
       h.kernel.child.kill(signal);
       await h.kernel.exited;
     },
+    async crashServer() {
+      const port = h.embedded.server.port;
+      h.embedded.server.process.kill("SIGKILL");
+      await h.embedded.server.exited;
+      const configText = readFileSync(layout.natsConfig, "utf8").replace(/listen: "([^":]+):-?\d+"/, `listen: "$1:${port}"`);
+      h.embedded.server = await startNatsServer({ binary: findNatsServer(), configPath: layout.natsConfig, configText });
+    },
     async register(name, kind = "agent", groups = []) {
       const r = await h.admin.register({ name, kind, groups });
       return r;
@@ -72,12 +82,12 @@ export async function startHarness(opts: { policies?: string; kernelArgs?: strin
         h.kernel.child.kill("SIGTERM");
         await h.kernel.exited;
       }
-      await embedded.server.stop();
+      await h.embedded.server.stop();
       rmSync(dir, { recursive: true, force: true });
     },
   };
   await h.startKernel();
-  h.admin = await AdminClient.connect(url, layout.credsOf("admin"));
+  h.admin = await AdminClient.connect(url, layout.credsOf("admin"), { reconnect: true });
   await h.admin.waitForKernel();
   return h;
 }
