@@ -192,7 +192,7 @@ export class Supervisor {
     }
     const r = await this.adminClient.register({ name, kind, groups });
     writeSecret(credsPath, r.creds);
-    this.opts.log.info({ name, kind, groups }, "registered");
+    this.opts.log.info({ identity: name, kind, groups }, "registered");
   }
 
   private async startKernel(creds?: string): Promise<void> {
