@@ -35,10 +35,13 @@ describe("crash safety", () => {
     await h?.close();
   });
 
-  it("loses and duplicates nothing when the kernel is killed -9 in the middle of a stream of sends", async () => {
-    const N = 300;
-    const sender = await h.register("sender", "agent", ["coordinators"]);
-    const receiver = await h.register("receiver", "agent", ["workers"]);
+  /**
+   * Streams N sequential sends from one agent to another, inflicts `crash` once a third has
+   * arrived, and checks every message was handled exactly once and logged exactly once.
+   */
+  async function streamThroughCrash(prefix: string, N: number, crash: () => Promise<void>): Promise<void> {
+    const sender = await h.register(`${prefix}-sender`, "agent", ["coordinators"]);
+    const receiver = await h.register(`${prefix}-receiver`, "agent", ["workers"]);
     const handled = new Map<number, number>();
     await h.agent(
       defineAgent({
@@ -48,17 +51,17 @@ describe("crash safety", () => {
         },
       }),
       receiver.creds,
-      "receiver",
+      `${prefix}-receiver`,
     );
     let sent = 0;
     let sendError: unknown;
     await h.agent(
       defineAgent({
         onStart(ctx) {
-          // Not awaited: the stream runs while the test kills and restarts the kernel.
+          // Not awaited: the stream runs while the test crashes and restarts things.
           void (async () => {
             for (let i = 0; i < N; i++) {
-              await ctx.send("receiver", { i });
+              await ctx.send(`${prefix}-receiver`, { i });
               sent += 1;
             }
           })().catch((err: unknown) => {
@@ -68,65 +71,30 @@ describe("crash safety", () => {
         onMessage() {},
       }),
       sender.creds,
-      "sender",
+      `${prefix}-sender`,
     );
     await until(() => handled.size >= N / 3, "a third of the stream to arrive");
-    await h.killKernel("SIGKILL");
-    const sentAtKill = sent;
-    expect(sentAtKill).toBeLessThan(N);
-    await h.startKernel();
+    expect(sent).toBeLessThan(N);
+    await crash();
     await until(() => handled.size === N || sendError !== undefined, "every message to arrive after the restart", 45_000);
     expect(sendError).toBeUndefined();
     expect(sent).toBe(N);
     for (let i = 0; i < N; i++) expect(handled.get(i), `message ${i} handled once`).toBe(1);
 
-    const messages = (await logEvents(h)).filter((e): e is MessageEvent => e.type === EventType.Message && e.actor === "sender");
+    const messages = (await logEvents(h)).filter((e): e is MessageEvent => e.type === EventType.Message && e.actor === `${prefix}-sender`);
     expect(messages).toHaveLength(N);
     expect(new Set(messages.map((m) => (m.body as { i: number }).i)).size).toBe(N);
+  }
+
+  it("loses and duplicates nothing when the kernel is killed -9 in the middle of a stream of sends", async () => {
+    await streamThroughCrash("k", 300, async () => {
+      await h.killKernel("SIGKILL");
+      await h.startKernel();
+    });
   });
 
   it("loses and duplicates nothing when nats-server is killed -9 in the middle of a stream of sends", async () => {
-    const N = 200;
-    const from = await h.register("server-sender", "agent", ["coordinators"]);
-    const to = await h.register("server-receiver", "agent", ["workers"]);
-    const handled = new Map<number, number>();
-    await h.agent(
-      defineAgent({
-        onMessage(msg: Message) {
-          const i = (msg.body as { i: number }).i;
-          handled.set(i, (handled.get(i) ?? 0) + 1);
-        },
-      }),
-      to.creds,
-      "server-receiver",
-    );
-    let sent = 0;
-    let sendError: unknown;
-    await h.agent(
-      defineAgent({
-        onStart(ctx) {
-          void (async () => {
-            for (let i = 0; i < N; i++) {
-              await ctx.send("server-receiver", { i });
-              sent += 1;
-            }
-          })().catch((err: unknown) => {
-            sendError = err;
-          });
-        },
-        onMessage() {},
-      }),
-      from.creds,
-      "server-sender",
-    );
-    await until(() => handled.size >= N / 3, "a third of the stream to arrive");
-    await h.crashServer();
-    await until(() => handled.size === N || sendError !== undefined, "every message to arrive after the server restart", 45_000);
-    expect(sendError).toBeUndefined();
-    expect(sent).toBe(N);
-    for (let i = 0; i < N; i++) expect(handled.get(i), `message ${i} handled once`).toBe(1);
-    const messages = (await logEvents(h)).filter((e): e is MessageEvent => e.type === EventType.Message && e.actor === "server-sender");
-    expect(messages).toHaveLength(N);
+    await streamThroughCrash("n", 200, () => h.crashServer());
   });
 
   it("does not repeat an agent's effect when it is killed -9 in the middle of a handler", async () => {
