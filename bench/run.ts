@@ -138,6 +138,10 @@ function rows(raw: RawResults, kernel: KernelResults, policy: PolicyResults): { 
       target: `ratio >= ${TARGETS.throughputRatioMin}, >= ${TARGETS.absoluteMsgsPerSecMin}`,
       pass: oneWayRatio >= TARGETS.throughputRatioMin && kernel.oneWay.deliveredPerSec >= TARGETS.absoluteMsgsPerSecMin,
     },
+    { section: "kernel CPU per operation (less sensitive to other load on the machine than rates)" },
+    { name: "per send syscall (sequential, B idle)", value: cpuPerOp(kernel.cpu["sendSyscall"], kernel.sendSyscall.opsPerSec), unit: "µs" },
+    { name: "per request-reply (32 in flight)", value: cpuPerOp(kernel.cpu["inFlight32"], tp("inFlight32")?.opsPerSec), unit: "µs" },
+    { name: "per one-way send, delivered (256 in flight)", value: cpuPerOp(kernel.cpu["oneWay"], kernel.oneWay.deliveredPerSec), unit: "µs" },
     { section: `policy (PolicyEngine, default set: ${policy.policies} policies)` },
     { name: "decisions, cached", value: policy.cached.decisionsPerSec, unit: "ops/s" },
     { name: "decisions, uncached", value: policy.uncached.decisionsPerSec, unit: "ops/s" },
@@ -164,6 +168,13 @@ function rows(raw: RawResults, kernel: KernelResults, policy: PolicyResults): { 
       },
     },
   };
+}
+
+/** Microseconds of kernel CPU per operation in a phase: its cores divided by its rate. */
+function cpuPerOp(share: CpuShare | undefined, opsPerSec: number | undefined): number {
+  const cores = share?.cores["kernel"];
+  if (cores === undefined || opsPerSec === undefined || opsPerSec <= 0) return Number.NaN;
+  return (cores / opsPerSec) * 1_000_000;
 }
 
 /** Cores busy per process and phase: shows which process limits a figure. */

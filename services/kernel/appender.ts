@@ -9,7 +9,7 @@
  */
 import { encode, entryHash, decodeMap, type LogEvent, type PendingEvent, GENESIS_PREV } from "../../src/protocol/mod.js";
 import type { StoredEntry } from "../../src/protocol/mod.js";
-import type { LogPublisher } from "../../src/transport/connection.js";
+import type { LogPublisher, PubAck } from "../../src/transport/connection.js";
 
 export interface ChainHead {
   seq: number;
@@ -27,6 +27,7 @@ interface Item {
   seq?: number;
   event?: LogEvent;
   hash?: string;
+  data?: Uint8Array;
   /** Where JetStream says an entry with this msg id already is (a duplicate). */
   duplicateOf?: number;
   state: "queued" | "inflight" | "stored" | "failed";
@@ -38,8 +39,11 @@ export interface AppenderOptions {
   readTail: () => Promise<{ lastSeq: number; last?: StoredEntry }>;
   readRange: (fromSeq: number, toSeq: number) => Promise<StoredEntry[]>;
   head: ChainHead;
-  /** Called for every stored event, in chain order, before its append resolves. */
-  onStored: (event: LogEvent, subject: string, hash: string) => void;
+  /**
+   * Called for every stored event, in chain order, before its append resolves, with its exact
+   * stored bytes and the traceparent stored with it.
+   */
+  onStored: (event: LogEvent, subject: string, hash: string, data: Uint8Array, traceparent: string | undefined) => void;
   maxInFlight?: number;
   onError?: (err: unknown) => void;
 }
@@ -53,6 +57,9 @@ export class Appender {
   private readonly maxInFlight: number;
   private retryDelay = 0;
   private idle: Array<() => void> = [];
+  /** In-flight items with no answer yet, and items that failed: kept as counts, checked per ack. */
+  private unanswered = 0;
+  private failures = 0;
 
   constructor(private readonly opts: AppenderOptions) {
     this.head = opts.head;
@@ -84,6 +91,7 @@ export class Appender {
 
   close(): void {
     this.closed = true;
+    this.opts.publish.close();
     for (const item of this.queue.splice(0)) item.reject(new Error("log appender is closed"));
   }
 
@@ -91,57 +99,64 @@ export class Appender {
     while (!this.resyncing && this.inflight.length < this.maxInFlight && this.queue.length > 0) {
       const item = this.queue.shift() as Item;
       const seq = this.head.seq + 1;
-      const event = { ...item.build(seq, this.head.hash), seq, prev: this.head.hash } as LogEvent;
+      const prev = this.head.hash;
+      // The built event is completed in place (no copy): `build` returns a fresh object or the same
+      // one again on a re-chain, and seq and prev are overwritten either way.
+      const event = item.build(seq, prev) as LogEvent;
+      event.seq = seq;
+      event.prev = prev;
       const data = encode(event);
       const hash = entryHash(item.subject, data);
       item.seq = seq;
       item.event = event;
       item.hash = hash;
+      item.data = data;
       item.state = "inflight";
       this.inflight.push(item);
-      const expected = this.head.seq;
+      this.unanswered += 1;
       this.head = { seq, hash };
-      this.opts
-        .publish(item.subject, data, { msgId: item.msgId, expectedLastSeq: expected, ...(item.traceparent ? { traceparent: item.traceparent } : {}) })
-        .then(
-          (ack) => {
-            item.state = ack.seq === seq && !ack.duplicate ? "stored" : "failed";
-            if (ack.duplicate) item.duplicateOf = ack.seq;
-            this.settle();
-          },
-          (err: unknown) => {
-            item.state = "failed";
-            this.opts.onError?.(err);
-            this.settle();
-          },
-        );
+      this.opts.publish.publish(item.subject, data, { msgId: item.msgId, expectedLastSeq: seq - 1, traceparent: item.traceparent }, (result) => this.onAck(item, result));
     }
     this.notifyIdle();
+  }
+
+  private onAck(item: Item, result: PubAck | Error): void {
+    this.unanswered -= 1;
+    if (result instanceof Error) {
+      item.state = "failed";
+      this.opts.onError?.(result);
+    } else {
+      item.state = result.seq === item.seq && !result.duplicate ? "stored" : "failed";
+      if (result.duplicate) item.duplicateOf = result.seq;
+    }
+    if (item.state === "failed") this.failures += 1;
+    this.settle();
   }
 
   private settle(): void {
     while (this.inflight.length > 0 && this.inflight[0]?.state === "stored") {
       const item = this.inflight.shift() as Item;
-      this.complete(item, item.event as LogEvent, item.hash as string);
+      this.complete(item, item.event as LogEvent, item.hash as string, item.data as Uint8Array);
     }
-    if (this.inflight.some((i) => i.state === "failed")) this.resyncing = true;
-    if (this.resyncing && this.inflight.every((i) => i.state !== "inflight")) {
+    if (this.failures > 0) this.resyncing = true;
+    if (this.resyncing && this.unanswered === 0) {
       void this.resync();
       return;
     }
     this.pump();
   }
 
-  private complete(item: Item, event: LogEvent, hash: string): void {
-    try {
-      this.opts.onStored(event, item.subject, hash);
-    } finally {
-      item.resolve(event);
-    }
+  private complete(item: Item, event: LogEvent, hash: string, data: Uint8Array): void {
+    // Resolving only queues the awaiting code: it runs after onStored all the same. Resolving
+    // first puts it ahead of the connection's flush, which the deliveries onStored publishes
+    // queue, so the syscall's answer leaves in the same write as those deliveries.
+    item.resolve(event);
+    this.opts.onStored(event, item.subject, hash, data, item.traceparent);
   }
 
   private async resync(): Promise<void> {
     const failed = this.inflight.splice(0);
+    this.failures = 0;
     if (this.retryDelay > 0) await new Promise((r) => setTimeout(r, this.retryDelay));
     this.retryDelay = Math.min(Math.max(this.retryDelay * 2, 50), 2000);
     let tail: { lastSeq: number; last?: StoredEntry };
@@ -157,7 +172,7 @@ export class Appender {
       const requeue: Item[] = [];
       for (const item of failed) {
         const entry = item.event ? byId.get(item.event.id) : undefined;
-        if (entry) this.complete(item, decodeMap(entry.data) as unknown as LogEvent, entryHash(entry.subject, entry.data));
+        if (entry) this.complete(item, decodeMap(entry.data) as unknown as LogEvent, entryHash(entry.subject, entry.data), entry.data);
         else if (item.duplicateOf !== undefined) {
           // Already in the log under this msg id (an earlier attempt): answer with what is stored.
           const [original] = await this.opts.readRange(item.duplicateOf, item.duplicateOf);

@@ -14,6 +14,7 @@ import {
   EventType,
   FORBIDDEN_HEADERS,
   GENESIS_PREV,
+  Header,
   KERNEL_QUEUE,
   LOG_STREAM,
   MaxwellError,
@@ -88,6 +89,8 @@ export interface KernelOptions {
 
 const tracer = trace.getTracer("maxwell-kernel");
 
+type Traceparent = NonNullable<ReturnType<typeof parseTraceparent>>;
+
 export class Kernel {
   private nc!: NatsConnection;
   private jsm!: JetStreamManager;
@@ -100,6 +103,8 @@ export class Kernel {
   private readonly subs: Subscription[] = [];
   private accountKp!: KeyPair;
   private kernelKp!: KeyPair;
+  /** The kernel key's public half (derived once: nkeys derives it in pure JS on every call). */
+  private kernelPublicKey!: string;
   private checkpointTimer: NodeJS.Timeout | undefined;
   private sinceCheckpoint = 0;
   private registering: Promise<unknown> = Promise.resolve();
@@ -115,6 +120,7 @@ export class Kernel {
     const log = this.opts.log;
     this.accountKp = loadKey(this.opts.accountKey);
     this.kernelKp = loadKey(this.opts.kernelKey);
+    this.kernelPublicKey = this.kernelKp.getPublicKey();
     this.nc = await connectNats({ servers: this.opts.servers, creds: this.opts.creds, name: "maxwell-kernel" });
     this.jsm = await jetstreamManager(this.nc);
     const js = jetstream(this.nc);
@@ -138,18 +144,18 @@ export class Kernel {
 
     this.deliverer = new Deliverer(this.nc, () => this.state.head.seq, log);
     this.appender = new Appender({
-      publish: logPublisher(js),
+      publish: logPublisher(this.nc),
       readTail: () => readTail(this.jsm),
       readRange: (from, to) => readRange(this.jsm, from, to),
       head: this.state.head,
-      onStored: (event, _subject, hash) => this.onStored(event, hash),
+      onStored: (event, subject, hash, data, traceparent) => this.onStored(event, subject, hash, data, traceparent),
       onError: (err) => log.warn({ err: (err as Error).message }, "log append failed; resyncing with the stream tail"),
     });
 
     if (this.state.kernelKey === undefined) {
-      await this.appendKernel("genesis", { type: EventType.Genesis, kernelKey: this.kernelKp.getPublicKey() });
-    } else if (this.state.kernelKey !== this.kernelKp.getPublicKey()) {
-      throw new MaxwellError(ErrorCode.Conflict, `the log was started by kernel key ${this.state.kernelKey}, but this kernel holds ${this.kernelKp.getPublicKey()}`);
+      await this.appendKernel("genesis", { type: EventType.Genesis, kernelKey: this.kernelPublicKey });
+    } else if (this.state.kernelKey !== this.kernelPublicKey) {
+      throw new MaxwellError(ErrorCode.Conflict, `the log was started by kernel key ${this.state.kernelKey}, but this kernel holds ${this.kernelPublicKey}`);
     }
     await this.loadPolicies();
 
@@ -220,16 +226,22 @@ export class Kernel {
       await this.onAck(msg, actor);
       return;
     }
-    const span = tracer.startSpan(`mx.syscall ${parsed?.op ?? "?"}`, { kind: SpanKind.SERVER, attributes: { "mx.actor": actor ?? "?" } }, this.parentContext(msg));
-    try {
-      const reply = await this.handleSyscall(msg, actor, parsed?.op, span);
+    const tp = parseTraceparent(msg.headers?.get(Header.TraceParent));
+    const span = tracer.startSpan(`mx.syscall ${parsed?.op ?? "?"}`, { kind: SpanKind.SERVER, attributes: { "mx.actor": actor ?? "?" } }, this.parentContext(tp));
+    let answered = false;
+    const answer = (reply: SyscallReply): void => {
+      if (answered) return;
+      answered = true;
       if (!reply.ok) span.setStatus({ code: SpanStatusCode.ERROR, message: reply.error.code });
       if (msg.reply) msg.respond(encode(reply));
+    };
+    try {
+      answer(await this.handleSyscall(msg, actor, parsed?.op, tp, span, answer));
     } catch (err) {
       // handleSyscall records rejections itself; this is the last line against a crash.
       const error = MaxwellError.from(err).toWire();
       this.opts.log.error({ err: String(err), subject: msg.subject }, "syscall failed unexpectedly");
-      if (msg.reply) msg.respond(encode({ ok: false, error } satisfies SyscallReply));
+      answer({ ok: false, error });
     } finally {
       span.end();
     }
@@ -247,13 +259,20 @@ export class Kernel {
     }
   }
 
-  private parentContext(msg: Msg) {
-    const tp = parseTraceparent(msg.headers?.get("traceparent"));
+  private parentContext(tp: Traceparent | undefined) {
     if (!tp) return context.active();
     return trace.setSpanContext(context.active(), { traceId: tp.traceId, spanId: tp.spanId, traceFlags: tp.flags, isRemote: true });
   }
 
-  private async handleSyscall(msg: Msg, actor: string | undefined, op: string | undefined, span: Span): Promise<SyscallReply> {
+  /** Decides and executes a syscall; resolves with its answer (`answer` may have sent it already). */
+  private async handleSyscall(
+    msg: Msg,
+    actor: string | undefined,
+    op: string | undefined,
+    tp: Traceparent | undefined,
+    span: Span,
+    answer: (reply: SyscallReply) => void,
+  ): Promise<SyscallReply> {
     let request;
     try {
       if (actor === undefined) throw new MaxwellError(ErrorCode.BadRequest, `malformed syscall subject '${msg.subject}'`);
@@ -278,7 +297,7 @@ export class Kernel {
     const key = syscallKey(actor, request.id);
     const running = this.inflight.get(key);
     if (running) return running;
-    const work = this.execute(actor, op, request, msg, span);
+    const work = this.execute(actor, op, request, msg, tp, span, answer);
     this.inflight.set(key, work);
     try {
       return await work;
@@ -287,8 +306,15 @@ export class Kernel {
     }
   }
 
-  private async execute(actor: string, op: SyscallOp, request: ReturnType<typeof parseSyscallRequest>, msg: Msg, span: Span): Promise<SyscallReply> {
-    const tp = parseTraceparent(msg.headers?.get("traceparent"));
+  private async execute(
+    actor: string,
+    op: SyscallOp,
+    request: ReturnType<typeof parseSyscallRequest>,
+    msg: Msg,
+    tp: Traceparent | undefined,
+    span: Span,
+    answer: (reply: SyscallReply) => void,
+  ): Promise<SyscallReply> {
     let outcome;
     try {
       outcome = decideSyscall(this.state, this.policy, {
@@ -312,20 +338,27 @@ export class Kernel {
       }
       this.answering.add(event.inReplyTo);
     }
-    if ("decision" in event) {
-      span.setAttribute("mx.decision", event.decision.effect);
-      span.setAttribute("mx.policies", event.decision.policies.join(","));
+    const recording = span.isRecording();
+    if (recording) {
+      if ("decision" in event) {
+        span.setAttribute("mx.decision", event.decision.effect);
+        span.setAttribute("mx.policies", event.decision.policies.join(","));
+      }
+      if ("trace" in event) span.setAttribute("mx.trace", event.trace);
     }
-    if ("trace" in event) span.setAttribute("mx.trace", event.trace);
     // With no telemetry SDK the span is a no-op with an all-zero id; reuse the caller's span id then.
-    const spanId = span.isRecording() ? span.spanContext().spanId : (tp?.spanId ?? newSpanId());
+    const spanId = recording ? span.spanContext().spanId : (tp?.spanId ?? newSpanId());
     const traceparent = "trace" in event ? formatTraceparent(event.trace, spanId) : undefined;
     try {
       const stored = await this.appender.append(outcome.subject, outcome.msgId, () => event, traceparent);
+      // Answer at once: this runs before the connection flushes, so the answer leaves in the same
+      // write as the deliveries the append just handed over.
+      const reply = outcome.answer(stored);
+      answer(reply);
       if (event.type === EventType.Denied) {
         this.opts.log.info({ actor, op, to: event.to, code: event.error.code, policies: event.decision.policies }, "denied");
       }
-      return outcome.answer(stored);
+      return reply;
     } finally {
       if (event.type === EventType.Reply) this.answering.delete(event.inReplyTo);
     }
@@ -350,9 +383,9 @@ export class Kernel {
     return { ok: false, error: wire };
   }
 
-  private onStored(event: LogEvent, hash: string): void {
+  private onStored(event: LogEvent, subject: string, hash: string, data: Uint8Array, traceparent: string | undefined): void {
     evolve(this.state, event, hash);
-    this.deliverer.advance(event.seq);
+    this.deliverer.stored(event.seq, subject, data, traceparent);
     this.sinceCheckpoint += 1;
     if (event.type === EventType.Message && event.kind === "request" && event.deadline !== undefined) this.armTimeout(event.id, event.deadline);
     if (event.type === EventType.Reply) {
@@ -415,7 +448,7 @@ export class Kernel {
   /** Appends a signed checkpoint of the chain head and saves it outside the log. */
   async checkpoint(): Promise<number> {
     this.sinceCheckpoint = 0;
-    const key = this.kernelKp.getPublicKey();
+    const key = this.kernelPublicKey;
     const stored = await this.appendKernel("checkpoint", { type: EventType.Checkpoint, key }, (seq, prev) => ({
       upTo: seq - 1,
       head: prev,
@@ -502,7 +535,7 @@ export class Kernel {
       lastCheckpoint: this.state.lastCheckpoint,
       pendingRequests: this.state.pending.size,
       uptimeMs: Date.now() - this.startedAt,
-      kernelKey: this.kernelKp.getPublicKey(),
+      kernelKey: this.kernelPublicKey,
     };
   }
 

@@ -4,7 +4,7 @@
  * restarts what crashes with backoff, and shuts everything down in order on SIGINT/SIGTERM.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { appendFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { ErrorCode, MaxwellError, assertName, type IdentityKind } from "../protocol/mod.js";
 import { writeSecret } from "../transport/identity.js";
@@ -270,7 +270,10 @@ export class Supervisor {
       if (entry) entry.restarts = s.restarts;
     }
     mkdirSync(dirname(this.layout.daemon), { recursive: true });
-    writeFileSync(this.layout.daemon, JSON.stringify(this.info, null, 2) + "\n");
+    // Write and rename, so a reader (maxwell status) never sees a half-written file.
+    const tmp = `${this.layout.daemon}.${process.pid}.tmp`;
+    writeFileSync(tmp, JSON.stringify(this.info, null, 2) + "\n");
+    renameSync(tmp, this.layout.daemon);
   }
 
   /** Stops agents, then the kernel, then nats-server; each gets SIGTERM and 10 s to drain. */

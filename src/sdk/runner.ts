@@ -52,6 +52,8 @@ export interface RunningAgent {
 
 const LOCAL_GRACE_MS = 10_000;
 const REMEMBERED = 10_000;
+/** Sequences per ack message at most (schemas/ack.json allows 4096 per list). */
+const ACK_BATCH = 1024;
 
 /** Runs `def` until stopped. */
 export async function runAgent(def: AgentDefinition, opts: RunOptions = {}): Promise<RunningAgent> {
@@ -83,6 +85,10 @@ interface PendingRequest {
 class AgentRuntime {
   private readonly syscalls: SyscallClient;
   private deliveries: Subscription | undefined;
+  /** Acks and naks not sent yet: they go out together, one message per event-loop turn. */
+  private acks: number[] = [];
+  private naks: number[] = [];
+  private ackTimer: NodeJS.Immediate | undefined;
   /** Messages waiting for a free handler slot, in delivery order. */
   private readonly queue: Array<{ event: MessageEvent; redelivered: boolean }> = [];
   private readonly seen = new Set<EventId>();
@@ -93,7 +99,6 @@ class AgentRuntime {
   private readonly active = new Set<EventId>();
   private readonly running = new Set<Promise<void>>();
   private readonly concurrency: number;
-  private loop: Promise<void> | undefined;
   private readonly activeSeqs = new Map<EventId, number>();
   private stopping = false;
 
@@ -109,8 +114,12 @@ class AgentRuntime {
   }
 
   async start(): Promise<void> {
-    this.deliveries = this.nc.subscribe(subjects.delivery(this.name));
-    this.loop = this.deliveryLoop(this.deliveries);
+    this.deliveries = this.nc.subscribe(subjects.delivery(this.name), {
+      callback: (err, m) => {
+        if (err) this.log.error({ err: err.message }, "delivery subscription failed");
+        else this.onDelivery(m.data, m.headers?.has(Header.Redelivered) ?? false);
+      },
+    });
     await this.nc.flush();
     if (this.def.onStart) {
       const ctx = new HandlerContext(this, undefined, newScope());
@@ -134,7 +143,7 @@ class AgentRuntime {
     await Promise.allSettled([...this.running]);
     if (this.workingTimer) clearInterval(this.workingTimer);
     this.deliveries?.unsubscribe();
-    await this.loop?.catch(() => undefined);
+    this.flushAcks();
     for (const p of this.pending.values()) {
       clearTimeout(p.timer);
       p.reject(new MaxwellError(ErrorCode.Unavailable, "agent is stopping"));
@@ -150,19 +159,36 @@ class AgentRuntime {
     this.nc.publish(subjects.syscall(this.name, SyscallOp.Ack), encode(req));
   }
 
-  private async deliveryLoop(sub: Subscription): Promise<void> {
-    for await (const m of sub) {
-      let event: LogEvent;
-      try {
-        event = decodeMap(m.data) as unknown as LogEvent;
-      } catch (err) {
-        this.log.error({ err: String(err) }, "undecodable delivery; ignoring it");
-        continue;
-      }
-      if (event.type === EventType.Reply) this.onReply(event);
-      else if (event.type === EventType.Message && event.to === this.name) this.onMessage(event, m.headers?.has(Header.Redelivered) ?? false);
-      else this.log.error({ seq: event.seq, type: event.type }, "unexpected delivery; ignoring it");
+  /** Queues an ack (or nak); everything queued in one event-loop turn goes out as one message. */
+  private settleDelivery(seq: number, outcome: "ack" | "nak"): void {
+    (outcome === "ack" ? this.acks : this.naks).push(seq);
+    if (this.acks.length >= ACK_BATCH || this.naks.length >= ACK_BATCH) this.flushAcks();
+    else this.ackTimer ??= setImmediate(() => this.flushAcks());
+  }
+
+  private flushAcks(): void {
+    if (this.ackTimer) clearImmediate(this.ackTimer);
+    this.ackTimer = undefined;
+    if (this.acks.length === 0 && this.naks.length === 0) return;
+    const req: AckRequest = {};
+    if (this.acks.length > 0) req.ack = this.acks;
+    if (this.naks.length > 0) req.nak = this.naks;
+    this.acks = [];
+    this.naks = [];
+    this.sendAck(req);
+  }
+
+  private onDelivery(data: Uint8Array, redelivered: boolean): void {
+    let event: LogEvent;
+    try {
+      event = decodeMap(data) as unknown as LogEvent;
+    } catch (err) {
+      this.log.error({ err: String(err) }, "undecodable delivery; ignoring it");
+      return;
     }
+    if (event.type === EventType.Reply) this.onReply(event);
+    else if (event.type === EventType.Message && event.to === this.name) this.onMessage(event, redelivered);
+    else this.log.error({ seq: event.seq, type: event.type }, "unexpected delivery; ignoring it");
   }
 
   private onReply(event: ReplyEvent): void {
@@ -176,12 +202,12 @@ class AgentRuntime {
       this.early.set(event.inReplyTo, event);
       if (this.early.size > REMEMBERED) this.early.delete(this.early.keys().next().value as EventId);
     }
-    this.sendAck({ ack: [event.seq] });
+    this.settleDelivery(event.seq, "ack");
   }
 
   private onMessage(event: MessageEvent, redelivered: boolean): void {
     if (this.done.has(event.id)) {
-      this.sendAck({ ack: [event.seq] });
+      this.settleDelivery(event.seq, "ack");
       return;
     }
     if (this.seen.has(event.id)) return; // queued or running: that run acks
@@ -229,7 +255,7 @@ class AgentRuntime {
         if (e.code === ErrorCode.Unavailable) {
           // The kernel could not be reached: leave the delivery to be tried again.
           this.log.warn({ event: event.id, err: e.message }, "handler could not reach the kernel; will retry the delivery");
-          this.sendAck({ nak: [event.seq] });
+          this.settleDelivery(event.seq, "nak");
           return;
         }
         this.log.warn({ event: event.id, code: e.code, err: e.message }, "handler failed");
@@ -238,12 +264,12 @@ class AgentRuntime {
         await ctx.reply(result === undefined ? null : result);
       }
       await ctx.flush();
-      this.sendAck({ ack: [event.seq] });
+      this.settleDelivery(event.seq, "ack");
       this.done.add(event.id);
       if (this.done.size > REMEMBERED) this.done.delete(this.done.keys().next().value as EventId);
     } catch (err) {
       this.log.error({ event: event.id, err: String(err) }, "could not finish the delivery; it will be redelivered");
-      this.sendAck({ nak: [event.seq] });
+      this.settleDelivery(event.seq, "nak");
     } finally {
       this.activeSeqs.delete(event.id);
     }

@@ -5,6 +5,7 @@
  */
 import {
   ErrorCode,
+  Header,
   MaxwellError,
   decodeMap,
   encode,
@@ -16,7 +17,7 @@ import {
   type SyscallRequest,
   type SyscallResult,
 } from "../protocol/mod.js";
-import { requestRaw, type NatsConnection } from "../transport/connection.js";
+import { natsHeaders, replyRouter, type MsgHdrs, type NatsConnection, type ReplyRouter } from "../transport/connection.js";
 
 export interface SyscallClientOptions {
   /** Per attempt. */
@@ -28,6 +29,8 @@ export interface SyscallClientOptions {
 export class SyscallClient {
   private readonly attemptTimeoutMs: number;
   private readonly retryForMs: number;
+  /** Answers come back under the actor's own inbox, where the kernel insists on sending them. */
+  private router: ReplyRouter | undefined;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -42,13 +45,18 @@ export class SyscallClient {
   async call(op: SyscallOp, request: SyscallRequest, trace?: string): Promise<SyscallResult> {
     const subject = subjects.syscall(this.actor, op);
     const data = encode(request);
-    const traceparent = trace ? formatTraceparent(trace, newSpanId()) : undefined;
+    this.router ??= replyRouter(this.nc, subjects.inboxPrefix(this.actor), this.attemptTimeoutMs);
+    let headers: MsgHdrs | undefined;
+    if (trace) {
+      headers = natsHeaders();
+      headers.set(Header.TraceParent, formatTraceparent(trace, newSpanId()));
+    }
     const giveUpAt = Date.now() + this.retryForMs;
     let delay = 50;
     for (;;) {
       let raw: Uint8Array;
       try {
-        raw = await requestRaw(this.nc, subject, data, { timeoutMs: this.attemptTimeoutMs, ...(traceparent ? { traceparent } : {}) });
+        raw = await this.router.requestData(subject, data, headers);
       } catch (err) {
         const e = MaxwellError.from(err, ErrorCode.Unavailable);
         if ((e.code === ErrorCode.Unavailable || e.code === ErrorCode.Timeout) && Date.now() + delay < giveUpAt && !this.nc.isClosed()) {

@@ -4,7 +4,7 @@
  * the log back in order. The only module besides identity.ts that imports the NATS client.
  */
 import { readFileSync } from "node:fs";
-import { connect, credsAuthenticator, headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+import { connect, createInbox, credsAuthenticator, headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import {
   AckPolicy,
   DeliverPolicy,
@@ -19,7 +19,7 @@ import {
   type StreamConfig,
 } from "@nats-io/jetstream";
 import { ErrorCode, MaxwellError } from "../protocol/errors.js";
-import { LOG_STREAM, consumers, subjects } from "../protocol/subjects.js";
+import { Header, LOG_STREAM, consumers, subjects } from "../protocol/subjects.js";
 import type { StoredEntry } from "../protocol/chain.js";
 
 export type { JetStreamClient, JetStreamManager, Msg, MsgHdrs, NatsConnection, Subscription };
@@ -193,23 +193,177 @@ export async function* readLog(
 
 export { jetstream, jetstreamManager };
 
-/** Publishes one entry to the log with an expected last sequence and a dedupe id. */
-export interface LogPublisher {
-  (subject: string, data: Uint8Array, opts: { msgId: string; expectedLastSeq: number; traceparent?: string }): Promise<{ seq: number; duplicate: boolean }>;
+/** Where the stream stored a published entry. */
+export interface PubAck {
+  seq: number;
+  /** True when the stream already held an entry with this msg id (nothing new was stored). */
+  duplicate: boolean;
 }
 
-export function logPublisher(js: JetStreamClient): LogPublisher {
-  return async (subject, data, opts) => {
-    const h = natsHeaders();
-    if (opts.traceparent) h.set("traceparent", opts.traceparent);
-    const ack = await js.publish(subject, data, {
-      msgID: opts.msgId,
-      expect: { lastSequence: opts.expectedLastSeq },
-      headers: h,
-      timeout: 5000,
+export interface LogPublishOptions {
+  msgId: string;
+  expectedLastSeq: number;
+  traceparent?: string;
+}
+
+/** Called exactly once per publish: with the stream's ack, or with why there is none. */
+export type PubAckCallback = (result: PubAck | Error) => void;
+
+/** Publishes entries to the log, each with a dedupe id and an expected last sequence. */
+export interface LogPublisher {
+  /**
+   * Publishes one entry. `done` gets the ack, or an Error when JetStream refused the entry, no
+   * stream answered, no ack came within the timeout, or the publisher was closed. It is never
+   * called synchronously from inside `publish`.
+   */
+  publish(subject: string, data: Uint8Array, opts: LogPublishOptions, done: PubAckCallback): void;
+  close(): void;
+}
+
+/** Called exactly once per request: with the reply, or with why there is none. */
+export type ReplyCallback = (reply: Msg | MaxwellError) => void;
+
+/**
+ * Requests over one reply subscription. A NATS client request sets up its own reply routing, a
+ * timer and several promises, and builds an Error on every completion; at one request per
+ * syscall or log append that is a large part of the work. Here every request names a reply
+ * subject `<inbox>.<n>` under one wildcard subscription, replies are matched by `n`, and one
+ * interval times out the oldest requests, which are always at the front of the
+ * (insertion-ordered) map because every request has the same timeout.
+ */
+export class ReplyRouter {
+  private readonly sub: Subscription;
+  private readonly waiting = new Map<number, { subject: string; done: ReplyCallback; at: number }>();
+  private next = 0;
+  private readonly sweeper: NodeJS.Timeout;
+
+  /** `inbox` must be a subject prefix this connection may subscribe under, unique to this router. */
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly inbox: string,
+    private readonly timeoutMs: number,
+  ) {
+    this.sub = nc.subscribe(`${inbox}.*`, { callback: (err, msg) => this.onReply(err, msg) });
+    this.sweeper = setInterval(() => this.expire(), Math.max(10, Math.min(500, timeoutMs / 10)));
+    this.sweeper.unref();
+  }
+
+  /**
+   * Publishes a request. `done` gets the reply, or a MaxwellError: `unavailable` when nobody is
+   * subscribed to `subject` (or the publish failed, or the router was closed), `timeout` when no
+   * reply came in time. It is never called from inside `request`.
+   */
+  request(subject: string, data: Uint8Array, headers: MsgHdrs | undefined, done: ReplyCallback): void {
+    const token = ++this.next;
+    this.waiting.set(token, { subject, done, at: performance.now() });
+    try {
+      this.nc.publish(subject, data, headers ? { reply: `${this.inbox}.${token}`, headers } : { reply: `${this.inbox}.${token}` });
+    } catch (err) {
+      this.waiting.delete(token);
+      queueMicrotask(() => done(new MaxwellError(ErrorCode.Unavailable, `cannot publish on ${subject}: ${(err as Error).message}`, { cause: err })));
+    }
+  }
+
+  /** Like {@link request}, as a promise of the reply's bytes. */
+  requestData(subject: string, data: Uint8Array, headers?: MsgHdrs): Promise<Uint8Array> {
+    return new Promise((resolve, reject) => {
+      this.request(subject, data, headers, (reply) => (reply instanceof MaxwellError ? reject(reply) : resolve(reply.data)));
     });
-    return { seq: ack.seq, duplicate: ack.duplicate };
-  };
+  }
+
+  close(): void {
+    clearInterval(this.sweeper);
+    this.sub.unsubscribe();
+    this.failAll(new MaxwellError(ErrorCode.Unavailable, "the connection's request router is closed"));
+  }
+
+  private onReply(err: Error | null, msg: Msg): void {
+    if (err) {
+      // The subscription itself failed (e.g. a permissions error): nothing will be answered.
+      this.failAll(new MaxwellError(ErrorCode.Unavailable, `reply subscription failed: ${err.message}`, { cause: err }));
+      return;
+    }
+    const token = Number(msg.subject.slice(this.inbox.length + 1));
+    const waiter = this.waiting.get(token);
+    if (!waiter) return; // timed out already
+    this.waiting.delete(token);
+    const noResponders = msg.data.length === 0 && msg.headers?.code === 503;
+    try {
+      waiter.done(noResponders ? new MaxwellError(ErrorCode.Unavailable, `no answer on ${waiter.subject}: no responders`) : msg);
+    } catch (err) {
+      // Thrown here it would end the client's read loop and the connection would hang silently;
+      // rethrown outside it, it is an uncaught exception that stops the process, as it should.
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
+  }
+
+  private expire(): void {
+    const before = performance.now() - this.timeoutMs;
+    for (const [token, waiter] of this.waiting) {
+      if (waiter.at > before) break;
+      this.waiting.delete(token);
+      waiter.done(new MaxwellError(ErrorCode.Timeout, `no answer on ${waiter.subject}: timeout after ${this.timeoutMs} ms`));
+    }
+  }
+
+  private failAll(err: MaxwellError): void {
+    const waiters = [...this.waiting.values()];
+    this.waiting.clear();
+    for (const w of waiters) w.done(err);
+  }
+}
+
+/** A {@link ReplyRouter} on its own inbox under `inboxPrefix` (the connection's, for an agent). */
+export function replyRouter(nc: NatsConnection, inboxPrefix: string, timeoutMs: number): ReplyRouter {
+  const router = new ReplyRouter(nc, createInbox(inboxPrefix), timeoutMs);
+  void nc.closed().then(() => router.close());
+  return router;
+}
+
+const ackDecoder = new TextDecoder();
+
+/** The kernel's log publisher: JetStream publishes over one {@link ReplyRouter}. */
+class RoutedLogPublisher implements LogPublisher {
+  private readonly router: ReplyRouter;
+
+  constructor(nc: NatsConnection, timeoutMs: number) {
+    this.router = new ReplyRouter(nc, createInbox(), timeoutMs);
+  }
+
+  publish(subject: string, data: Uint8Array, opts: LogPublishOptions, done: PubAckCallback): void {
+    const h = natsHeaders();
+    h.set(Header.MsgId, opts.msgId);
+    h.set(Header.ExpectedLastSeq, String(opts.expectedLastSeq));
+    if (opts.traceparent) h.set(Header.TraceParent, opts.traceparent);
+    this.router.request(subject, data, h, (reply) => done(reply instanceof MaxwellError ? reply : parsePubAck(reply)));
+  }
+
+  close(): void {
+    this.router.close();
+  }
+}
+
+/** Reads JetStream's answer to a publish: `{stream, seq, duplicate?}` or `{error}`; a bodiless status is an error. */
+function parsePubAck(msg: Msg): PubAck | Error {
+  if (msg.data.length === 0) {
+    return new MaxwellError(ErrorCode.Unavailable, `log publish answered with status ${msg.headers?.code ?? "?"} ${msg.headers?.description ?? ""}`.trim());
+  }
+  let ack: { stream?: unknown; seq?: unknown; duplicate?: unknown; error?: { description?: unknown; err_code?: unknown } };
+  try {
+    ack = JSON.parse(ackDecoder.decode(msg.data)) as typeof ack;
+  } catch (err) {
+    return new MaxwellError(ErrorCode.Internal, "log publish ack is not JSON", { cause: err });
+  }
+  if (ack.error) return new MaxwellError(ErrorCode.Conflict, `log publish refused: ${String(ack.error.description)} (${String(ack.error.err_code)})`);
+  if (typeof ack.seq !== "number" || typeof ack.stream !== "string" || ack.stream === "") return new MaxwellError(ErrorCode.Internal, "log publish ack has no stream sequence");
+  return { seq: ack.seq, duplicate: ack.duplicate === true };
+}
+
+/** The kernel's publisher of log entries; acks that do not come within `timeoutMs` are errors. */
+export function logPublisher(nc: NatsConnection, timeoutMs = 5000): LogPublisher {
+  return new RoutedLogPublisher(nc, timeoutMs);
 }
 
 /** Reads the entries stored from `fromSeq` to `toSeq` inclusive (direct gets; for short ranges). */
@@ -222,45 +376,37 @@ export async function readRange(jsm: JetStreamManager, fromSeq: number, toSeq: n
   return out;
 }
 
-/** One message from a durable consumer, as the SDK sees it. */
+/** One message from a durable consumer (a JetStream message satisfies this as it is). */
 export interface DurableMessage {
-  seq: number;
-  subject: string;
-  data: Uint8Array;
-  redelivered: boolean;
-  headers?: MsgHdrs;
+  readonly seq: number;
+  readonly subject: string;
+  readonly data: Uint8Array;
+  readonly redelivered: boolean;
+  readonly headers?: MsgHdrs;
   ack(): void;
   nak(delayMs?: number): void;
   working(): void;
 }
 
-export interface DurableSubscription extends AsyncIterable<DurableMessage> {
+export interface DurableSubscription {
   close(): Promise<void>;
+  /** Resolves when the subscription ends: with the error that ended it, if one did. */
+  closed(): Promise<void | Error>;
 }
 
-/** Pulls from an existing durable consumer of the log (an agent may not create consumers). */
-export async function consumeDurable(nc: NatsConnection, consumer: string, maxMessages = 256): Promise<DurableSubscription> {
+/**
+ * Pulls from an existing durable consumer of the log, calling `onMessage` for each message as it
+ * is parsed (no iterator, no per-message promise). `onMessage` must not throw.
+ */
+export async function consumeDurable(nc: NatsConnection, consumer: string, maxMessages: number, onMessage: (m: DurableMessage) => void): Promise<DurableSubscription> {
   const js = jetstream(nc);
   const c = await js.consumers.get(LOG_STREAM, consumer);
-  const messages = await c.consume({ max_messages: maxMessages });
+  const messages = await c.consume({ max_messages: maxMessages, callback: onMessage });
   return {
-    async *[Symbol.asyncIterator]() {
-      for await (const m of messages) {
-        yield {
-          seq: m.seq,
-          subject: m.subject,
-          data: m.data,
-          redelivered: m.redelivered,
-          headers: m.headers,
-          ack: () => m.ack(),
-          nak: (delayMs?: number) => m.nak(delayMs),
-          working: () => m.working(),
-        };
-      }
-    },
     async close() {
       await messages.close();
     },
+    closed: () => messages.closed(),
   };
 }
 
