@@ -60,9 +60,12 @@ export class Deliverer {
   private stopped = false;
 
   constructor(
-    private readonly nc: NatsConnection,
+    private readonly nc: Pick<NatsConnection, "publish">,
     private readonly stateSeq: () => number,
     private readonly log: Logger,
+    /** How a durable consumer is read; tests substitute their own. */
+    private readonly consume: (consumer: string, batch: number, onMessage: (m: DurableMessage) => void) => Promise<DurableSubscription> = (consumer, batch, onMessage) =>
+      consumeDurable(nc as NatsConnection, consumer, batch, onMessage),
   ) {}
 
   /** Starts delivering to `agent` (idempotent). */
@@ -77,7 +80,7 @@ export class Deliverer {
     // Both lanes exist before the first await, so no event stored meanwhile misses its hand-off.
     for (const { subject, lane } of specs) this.lanes.set(subject, { agent, entry, lane });
     for (const { consumer, lane } of specs) {
-      const sub = await consumeDurable(this.nc, consumer, PULL_BATCH, (m) => this.fromConsumer(agent, entry, lane, m));
+      const sub = await this.consume(consumer, PULL_BATCH, (m) => this.fromConsumer(agent, entry, lane, m));
       entry.subs.push(sub);
       void sub.closed().then((err) => {
         if (err && !this.stopped) this.log.error({ agent, consumer, err: String(err) }, "delivery consumer failed");
