@@ -17,7 +17,11 @@ export const INSTALL_HINT = [
 ].join("\n");
 
 /** Path of the nats-server binary: MAXWELL_NATS_SERVER, else the first on PATH. */
-export function findNatsServer(env: NodeJS.ProcessEnv = process.env): string {
+export function findNatsServer(
+  env: NodeJS.ProcessEnv = process.env,
+  /** Where distributions put it when it is not on PATH (Debian: /usr/sbin). */
+  fallbacks: readonly string[] = ["/usr/sbin/nats-server", "/usr/local/bin/nats-server", "/opt/homebrew/bin/nats-server"],
+): string {
   const explicit = env["MAXWELL_NATS_SERVER"];
   if (explicit) {
     if (!existsSync(explicit)) throw new MaxwellError(ErrorCode.Unavailable, `MAXWELL_NATS_SERVER=${explicit} does not exist\n${INSTALL_HINT}`);
@@ -28,7 +32,7 @@ export function findNatsServer(env: NodeJS.ProcessEnv = process.env): string {
     const candidate = join(dir, "nats-server");
     if (existsSync(candidate)) return candidate;
   }
-  for (const candidate of ["/usr/sbin/nats-server", "/usr/local/bin/nats-server", "/opt/homebrew/bin/nats-server"]) {
+  for (const candidate of fallbacks) {
     if (existsSync(candidate)) return candidate;
   }
   throw new MaxwellError(ErrorCode.Unavailable, INSTALL_HINT);
