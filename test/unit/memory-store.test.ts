@@ -184,7 +184,7 @@ describe("memory store: key/value records", () => {
     const e = await failure(() => store.delete({ namespace: "agent:w", key: "k", expectedVersion: 7 }));
     expect(e.code).toBe("conflict");
     expect(e.message).toMatch(/expected version 7, but it is at version 1/);
-    expect(store.get("agent:w", "k")).toBeDefined();
+    expect(store.get("agent:w", "k")?.value).toBe(1);
     expect(await store.delete({ namespace: "agent:w", key: "k", expectedVersion: 1 })).toBe(true);
     expect(store.get("agent:w", "k")).toBeUndefined();
     expect(await store.delete({ namespace: "agent:w", key: "k" })).toBe(false);
@@ -227,7 +227,7 @@ describe("memory store: TTL", () => {
     expect(store.get("agent:w", "k")).toMatchObject({ expiresAt: T0 + 1000 });
 
     clock.t = T0 + 999;
-    expect(store.get("agent:w", "k")).toBeDefined();
+    expect(store.get("agent:w", "k")?.value).toBe(1);
     expect(store.list("agent:w")).toHaveLength(1);
     expect(store.episodes("agent:w")).toHaveLength(1);
 

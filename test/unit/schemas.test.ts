@@ -31,7 +31,7 @@ describe("parseSyscallRequest", () => {
       observed: [{ kind: "now", value: 1 }, { kind: "random", value: 0.5 }],
     };
     expect(parseSyscallRequest(full)).toEqual(full);
-    expect(parseSyscallRequest({ id: "r:1", inReplyTo: ULID, error: { code: "timeout", message: "slow" } })).toBeDefined();
+    expect(parseSyscallRequest({ id: "r:1", inReplyTo: ULID, error: { code: "timeout", message: "slow" } })).toEqual({ id: "r:1", inReplyTo: ULID, error: { code: "timeout", message: "slow" } });
   });
 
   it("refuses a request without an id", () => {
