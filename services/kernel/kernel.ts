@@ -58,12 +58,24 @@ import {
   type Subscription,
 } from "../../src/transport/connection.js";
 import { grantsFor, loadKey, mintUser, sign, type KeyPair } from "../../src/transport/identity.js";
-import type { AdminReply, IdentitySummary, KernelStatus, ReadRequest, ReadResult, RegisterRequest, RegisterResult } from "../../src/runtime/admin.js";
+import type {
+  AdminReply,
+  IdentitySummary,
+  KernelStatus,
+  PolicyApplyResult,
+  PolicyTestRequest,
+  PolicyTestResult,
+  ReadRequest,
+  ReadResult,
+  RegisterRequest,
+  RegisterResult,
+} from "../../src/runtime/admin.js";
 import type { Logger } from "../../src/runtime/logger.js";
 import { Appender } from "./appender.js";
 import { Deliverer } from "./deliverer.js";
 import { RESERVED_NAMES, decideSyscall, timeoutReply } from "./decide.js";
 import { PolicyEngine } from "./policy.js";
+import { whatIf } from "./what-if.js";
 import { evolve, initialState, syscallKey, type KernelState } from "./state.js";
 
 /** Largest syscall payload the kernel accepts. */
@@ -487,6 +499,15 @@ export class Kernel {
         case AdminOp.Status:
           reply = { ok: true, result: this.status() };
           break;
+        case AdminOp.PolicyTest:
+          reply = { ok: true, result: await this.policyTest(body as unknown as PolicyTestRequest) };
+          break;
+        case AdminOp.PolicyApply: {
+          const run = this.registering.then(() => this.policyApply(body as unknown as { text: unknown }));
+          this.registering = run.catch(() => undefined);
+          reply = { ok: true, result: await run };
+          break;
+        }
         case AdminOp.Read:
           reply = { ok: true, result: await this.read(body as unknown as ReadRequest) };
           break;
@@ -503,6 +524,32 @@ export class Kernel {
       reply = { ok: false, error: e.toWire() };
     }
     if (msg.reply) msg.respond(encode(reply));
+  }
+
+  /** What-if: the recorded decisions re-evaluated under a candidate set. The live set is untouched. */
+  private async policyTest(req: PolicyTestRequest): Promise<PolicyTestResult> {
+    if (typeof req.text !== "string") throw new MaxwellError(ErrorCode.BadRequest, "policy-test needs 'text': the candidate policy set");
+    const since = req.since === undefined ? 0 : Number(req.since);
+    if (!Number.isInteger(since) || since < 0) throw new MaxwellError(ErrorCode.BadRequest, "'since' must be a sequence number >= 0");
+    const candidate = new PolicyEngine();
+    candidate.load(req.text);
+    const events: LogEvent[] = [];
+    for await (const entry of readLog(this.js, this.jsm, { fromSeq: 1 })) events.push(decodeMap(entry.data) as unknown as LogEvent);
+    return whatIf(events, candidate, since);
+  }
+
+  /** Installs a validated policy set: the file, the live engine, and a policy.loaded event. */
+  private async policyApply(req: { text: unknown }): Promise<PolicyApplyResult> {
+    if (typeof req.text !== "string") throw new MaxwellError(ErrorCode.BadRequest, "policy-apply needs 'text': the policy set");
+    // Validate on a scratch engine: a refused set changes nothing, and the old one stays in force.
+    const set = new PolicyEngine().load(req.text);
+    if (set.hash === this.state.policySet) return { policySet: set.hash, policies: set.ids, seq: 0 };
+    // Log before effect: the change is recorded before any decision is made under it.
+    const stored = await this.appendKernel("policy", { type: EventType.PolicyLoaded, policySet: set.hash, policies: set.ids });
+    this.policy.load(req.text);
+    writeFileSync(this.opts.policyFile, req.text);
+    this.opts.log.info({ policies: set.ids, hash: set.hash.slice(0, 12) }, "policy set applied");
+    return { policySet: set.hash, policies: set.ids, seq: stored.seq };
   }
 
   /** Raw entries for the admin CLI, capped so an answer fits in one NATS message. */

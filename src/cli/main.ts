@@ -7,6 +7,7 @@ import { Command, CommanderError } from "commander";
 import { registerIdentity } from "./commands/identity.js";
 import { registerInit } from "./commands/init.js";
 import { registerLog } from "./commands/log.js";
+import { registerPolicy } from "./commands/policy.js";
 import { registerSend } from "./commands/send.js";
 import { registerStatus } from "./commands/status.js";
 import { registerUp } from "./commands/up.js";
@@ -32,6 +33,7 @@ registerIdentity(program, globals, "principal");
 registerSend(program, globals);
 registerLog(program, globals);
 registerVerify(program, globals);
+registerPolicy(program, globals);
 registerInit(program, globals);
 
 try {

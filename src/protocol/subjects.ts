@@ -48,6 +48,10 @@ export const AdminOp = {
   Checkpoint: "checkpoint",
   /** Raw log entries for the CLI: the admin credential has no JetStream access of its own. */
   Read: "read",
+  /** Re-evaluate recorded decisions under a candidate policy set (changes nothing). */
+  PolicyTest: "policy-test",
+  /** Validate and install a policy set; logged with its hash. */
+  PolicyApply: "policy-apply",
 } as const;
 export type AdminOp = (typeof AdminOp)[keyof typeof AdminOp];
 

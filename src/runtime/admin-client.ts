@@ -4,7 +4,7 @@
  */
 import { ErrorCode, MaxwellError, decodeMap, encode, subjects, type AdminOp } from "../protocol/mod.js";
 import { connectNats, requestRaw, type NatsConnection } from "../transport/connection.js";
-import type { AdminReply, IdentitySummary, KernelStatus, ReadRequest, ReadResult, RegisterRequest, RegisterResult } from "./admin.js";
+import type { AdminReply, IdentitySummary, KernelStatus, PolicyApplyResult, PolicyTestRequest, PolicyTestResult, ReadRequest, ReadResult, RegisterRequest, RegisterResult } from "./admin.js";
 
 export class AdminClient {
   private constructor(readonly nc: NatsConnection) {}
@@ -43,6 +43,14 @@ export class AdminClient {
   /** Raw log entries from `from` on, as stored. */
   read(req: ReadRequest): Promise<ReadResult> {
     return this.call("read", req, 30_000);
+  }
+  /** Re-evaluates recorded decisions under a candidate policy set; changes nothing. */
+  policyTest(req: PolicyTestRequest): Promise<PolicyTestResult> {
+    return this.call("policy-test", req, 60_000);
+  }
+  /** Validates and installs a policy set. */
+  policyApply(text: string): Promise<PolicyApplyResult> {
+    return this.call("policy-apply", { text }, 30_000);
   }
   checkpoint(): Promise<{ upTo: number }> {
     return this.call("checkpoint", {});

@@ -55,3 +55,25 @@ export interface ReadResult {
   /** The stream's last sequence as the server reports it. */
   lastSeq: number;
 }
+
+export interface PolicyTestRequest {
+  /** Candidate policy set (Cedar text). */
+  text: string;
+  /** Only decisions after this sequence. */
+  since?: number;
+}
+
+export interface PolicyTestResult {
+  policySet: string;
+  evaluated: number;
+  unchanged: number;
+  skipped: number;
+  changed: Array<{ seq: number; at: number; actor: string; action: string; resource: string; principal: string; was: "allow" | "deny"; now: "allow" | "deny"; policies: string[] }>;
+}
+
+export interface PolicyApplyResult {
+  policySet: string;
+  policies: string[];
+  /** Sequence of the policy.loaded event (0 when the set was already in force). */
+  seq: number;
+}
