@@ -19,12 +19,14 @@ import {
   type PendingEvent,
   type RecordEvent,
   type ReplyEvent,
+  type Scope,
   type SyscallReply,
   type SyscallRequest,
   type SyscallResult,
   type TraceId,
   type WireError,
 } from "../../src/protocol/mod.js";
+import { authorize } from "./authority.js";
 import type { CedarAction, Entity, PolicyEngine } from "./policy.js";
 import { syscallKey, type Identity, type KernelState } from "./state.js";
 
@@ -63,7 +65,54 @@ function entity(identity: Identity): Entity {
   return { type: identity.kind === "agent" ? "Agent" : "Principal", name: identity.name, groups: identity.groups };
 }
 
-function denial(decision: Decision, actor: string, action: string, target: string): WireError {
+/** The principal's identity as a Cedar entity, when the actor works on someone else's behalf. */
+function behalfOf(state: KernelState, principal: string, actor: string): Entity | undefined {
+  if (principal === actor) return undefined;
+  const identity = state.identities.get(principal);
+  return identity ? entity(identity) : undefined;
+}
+
+/** Whether `action` at `now` is within a delegated scope; the error when it is not. */
+function checkScope(scope: Scope | undefined, action: CedarAction, now: number): WireError | undefined {
+  if (!scope) return undefined;
+  if (scope.expiresAt !== undefined && now > scope.expiresAt) {
+    return { code: ErrorCode.Forbidden, message: `the scope delegated for this work expired at ${new Date(scope.expiresAt).toISOString()}` };
+  }
+  if (scope.actions !== undefined && !scope.actions.includes(action)) {
+    return { code: ErrorCode.Forbidden, message: `${action} is outside the scope delegated for this work (${scope.actions.join(", ") || "no actions"})` };
+  }
+  return undefined;
+}
+
+/**
+ * The scope a new message hands on: the delegated one, narrowed by what the sender asks. Asking
+ * for an action outside the delegated ones, or a later expiry, would widen it: refused.
+ */
+function narrow(delegated: Scope | undefined, asked: Scope | undefined): { scope: Scope | undefined } | { error: WireError } {
+  if (!asked) return { scope: delegated };
+  const scope: Scope = {};
+  if (asked.actions !== undefined) {
+    const extra = delegated?.actions === undefined ? [] : asked.actions.filter((a) => !delegated.actions?.includes(a));
+    if (extra.length > 0) return { error: { code: ErrorCode.Forbidden, message: `cannot delegate ${extra.join(", ")}: it would widen the scope delegated to you (${delegated?.actions?.join(", ")})` } };
+    scope.actions = asked.actions;
+  } else if (delegated?.actions !== undefined) scope.actions = delegated.actions;
+  if (asked.expiresAt !== undefined) {
+    if (delegated?.expiresAt !== undefined && asked.expiresAt > delegated.expiresAt) {
+      return { error: { code: ErrorCode.Forbidden, message: `cannot delegate until ${new Date(asked.expiresAt).toISOString()}: the scope delegated to you expires at ${new Date(delegated.expiresAt).toISOString()}` } };
+    }
+    scope.expiresAt = asked.expiresAt;
+  } else if (delegated?.expiresAt !== undefined) scope.expiresAt = delegated.expiresAt;
+  return { scope };
+}
+
+function denial(decision: Decision, actor: string, action: string, target: string, principal?: string): WireError {
+  if (principal !== undefined) {
+    return {
+      code: ErrorCode.Forbidden,
+      message: `denied: ${actor} acts for principal '${principal}', who may not ${action} ${target} (an agent's authority is its own grants and its principal's)`,
+      policies: decision.policies,
+    };
+  }
   if (decision.errors && decision.errors.length > 0) {
     return {
       code: ErrorCode.Forbidden,
@@ -120,6 +169,7 @@ export function decideSyscall(state: KernelState, policy: PolicyEngine, input: S
   let principal = actor;
   let trace: TraceId | undefined = input.headerTrace;
   let depth = 0;
+  let delegated: Scope | undefined;
   if (request.causation !== undefined) {
     const cause = state.deliveries.get(request.causation);
     if (!cause) throw new MaxwellError(ErrorCode.NotFound, `causation event ${request.causation} is unknown to the kernel`);
@@ -129,6 +179,7 @@ export function decideSyscall(state: KernelState, policy: PolicyEngine, input: S
     principal = cause.principal;
     trace = cause.trace;
     depth = cause.depth + 1;
+    delegated = cause.scope;
   }
   trace ??= input.newTrace();
 
@@ -164,13 +215,18 @@ export function decideSyscall(state: KernelState, policy: PolicyEngine, input: S
         }, to);
       }
       const action: CedarAction = op === SyscallOp.Send ? "message.send" : "message.request";
-      const decision = policy.decide({ actor: entity(self), action, resource: entity(target), principal, depth });
-      if (decision.effect !== "allow") return deny(decision, denial(decision, actor, action, to), to);
+      const outOfScope = checkScope(delegated, action, now);
+      if (outOfScope) return deny(kernelDecision("scope"), outOfScope, to);
+      const narrowed = narrow(delegated, request.scope);
+      if ("error" in narrowed) return deny(kernelDecision("scope-widening"), narrowed.error, to);
+      const { decision, denier } = authorize(policy, { actor: entity(self), action, resource: entity(target), onBehalfOf: behalfOf(state, principal, actor), principal, depth });
+      if (decision.effect !== "allow") return deny(decision, denial(decision, actor, action, to, denier === "principal" ? principal : undefined), to);
       const event = withCause<PendingOf<MessageEvent>>(
         { v: EVENT_VERSION, id, at: now, actor, principal, syscall: request.id, trace, depth, type: EventType.Message, kind: op, to, body: request.body ?? null, decision },
         request,
       );
       if (op === SyscallOp.Request) event.deadline = now + (request.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS);
+      if (narrowed.scope !== undefined) event.scope = narrowed.scope;
       return { kind: "append", subject: subjects.logInbox(to), msgId, event, answer: ok };
     }
     case SyscallOp.Reply: {
@@ -192,8 +248,16 @@ export function decideSyscall(state: KernelState, policy: PolicyEngine, input: S
       if (!requester) return deny(kernelDecision("unknown-target"), { code: ErrorCode.NotFound, message: `requester '${req.actor}' is not registered` }, req.actor);
       // A reply continues the request's causal chain, whatever the replier claims as causation.
       const replyDepth = req.depth + 1;
-      const decision = policy.decide({ actor: entity(self), action: "message.reply", resource: entity(requester), principal: req.principal, depth: replyDepth });
-      if (decision.effect !== "allow") return deny(decision, denial(decision, actor, "message.reply", req.actor), req.actor);
+      // Answering is part of the request itself, so a delegated scope does not restrict it.
+      const { decision, denier } = authorize(policy, {
+        actor: entity(self),
+        action: "message.reply",
+        resource: entity(requester),
+        onBehalfOf: behalfOf(state, req.principal, actor),
+        principal: req.principal,
+        depth: replyDepth,
+      });
+      if (decision.effect !== "allow") return deny(decision, denial(decision, actor, "message.reply", req.actor, denier === "principal" ? req.principal : undefined), req.actor);
       const event = withCause<PendingOf<ReplyEvent>>(
         { v: EVENT_VERSION, id, at: now, actor, principal: req.principal, syscall: request.id, trace: req.trace, depth: replyDepth, type: EventType.Reply, to: req.actor, inReplyTo, decision },
         request,

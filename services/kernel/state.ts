@@ -10,6 +10,7 @@ import {
   type IdentityKind,
   type LogEvent,
   type ReplyEvent,
+  type Scope,
   type TraceId,
   type WireError,
 } from "../../src/protocol/mod.js";
@@ -38,6 +39,8 @@ export interface DeliveryFacts {
   depth: number;
   kind: "send" | "request" | "reply";
   deadline?: number;
+  /** What the recipient may do on this work's behalf (delegation), when narrowed. */
+  scope?: Scope;
   /** For requests: the reply (or kernel timeout) once it is in the log. */
   reply?: ReplyEvent;
 }
@@ -116,6 +119,7 @@ export function evolve(state: KernelState, event: LogEvent, hash: string): Kerne
         facts.deadline = event.deadline;
         state.pending.set(event.id, event.deadline);
       }
+      if (event.scope !== undefined) facts.scope = event.scope;
       remember(state.deliveries, event.id, facts);
       break;
     }

@@ -6,6 +6,7 @@
  * are left out.
  */
 import { EventType, type Decision, type IdentityKind, type LogEvent } from "../../src/protocol/mod.js";
+import { authorize } from "./authority.js";
 import type { CedarAction, Entity, PolicyEngine } from "./policy.js";
 
 export interface ChangedDecision {
@@ -78,7 +79,8 @@ export function whatIf(events: Iterable<LogEvent>, candidate: PolicyEngine, sinc
       report.skipped += 1;
       continue;
     }
-    const now = candidate.decide({ actor, action: r.action, resource, principal: r.principal, depth: r.depth });
+    const onBehalfOf = r.principal === r.actor ? undefined : entity(r.principal, identities.get(r.principal));
+    const now = authorize(candidate, { actor, action: r.action, resource, onBehalfOf, principal: r.principal, depth: r.depth }).decision;
     report.evaluated += 1;
     if (now.effect === r.decision.effect) {
       report.unchanged += 1;

@@ -37,6 +37,17 @@ export interface Decision {
   errors?: string[];
 }
 
+/**
+ * A delegation scope: what the recipient of a message may do on its behalf. It only narrows
+ * along the causal chain (fewer actions, earlier expiry), never widens.
+ */
+export interface Scope {
+  /** Actions the recipient may take; absent = whatever its own and the principal's grants allow. */
+  actions?: string[];
+  /** After this time (ms since the epoch) the recipient may do nothing more for this work. */
+  expiresAt?: number;
+}
+
 /** A value an agent observed that replay must serve back: clock reads and random draws. */
 export interface Observation {
   kind: "now" | "random";
@@ -102,6 +113,8 @@ export interface MessageEvent extends EventBase, CausedFields {
   /** For requests: when the kernel answers `timeout` if no reply came (ms since the epoch). */
   deadline?: number;
   observed?: Observation[];
+  /** What the recipient may do on this work's behalf (delegation). */
+  scope?: Scope;
 }
 
 /** The answer to a request, delivered to the requester's replies. */
@@ -186,6 +199,8 @@ export interface SyscallRequest {
   observed?: Observation[];
   /** For reply: answer with an error instead of a body. */
   error?: { code: WireError["code"]; message: string };
+  /** For send and request: narrow what the recipient may do for this work. */
+  scope?: Scope;
 }
 
 /** What the kernel answers a syscall with. */

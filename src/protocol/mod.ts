@@ -44,6 +44,7 @@ export type {
   RecordEvent,
   RejectedEvent,
   ReplyEvent,
+  Scope,
   SyscallReply,
   SyscallRequest,
   SyscallResult,

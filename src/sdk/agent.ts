@@ -3,6 +3,7 @@
  * delivered message and a context whose methods are syscalls to the kernel. Everything the
  * handler observes (messages, replies, clock, random) is in the log, so it can be replayed.
  */
+import type { Scope } from "../protocol/events.js";
 import type { EventId, TraceId } from "../protocol/ids.js";
 import type { Logger } from "../runtime/logger.js";
 
@@ -30,7 +31,15 @@ export interface SendResult {
   seq: number;
 }
 
-export interface RequestOptions {
+export interface SendOptions {
+  /**
+   * Narrow what the recipient may do on this work's behalf: fewer actions, an earlier expiry.
+   * It can only narrow what was delegated to you; asking for more is denied.
+   */
+  scope?: Scope;
+}
+
+export interface RequestOptions extends SendOptions {
   /** How long the kernel waits for the reply before answering `timeout` (default 30 s). */
   timeoutMs?: number;
 }
@@ -43,7 +52,7 @@ export interface AgentContext {
   readonly message: Message | undefined;
   readonly log: Logger;
   /** Sends a message to another agent through the kernel. */
-  send(to: string, body: unknown): Promise<SendResult>;
+  send(to: string, body: unknown, opts?: SendOptions): Promise<SendResult>;
   /** Asks another agent and waits for its answer (or a typed `timeout`/`forbidden` error). */
   request<R = unknown>(to: string, body: unknown, opts?: RequestOptions): Promise<R>;
   /** Answers the request being handled. Returning a value from the handler does the same. */

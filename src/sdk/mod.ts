@@ -15,7 +15,8 @@
  * ```
  */
 export { defineAgent } from "./agent.js";
-export type { AgentContext, AgentDefinition, Message, RequestOptions, SendResult } from "./agent.js";
+export type { AgentContext, AgentDefinition, Message, RequestOptions, SendOptions, SendResult } from "./agent.js";
+export type { Scope } from "../protocol/events.js";
 export { runAgent } from "./runner.js";
 export type { RunOptions, RunningAgent } from "./runner.js";
 export { main } from "./main.js";

@@ -28,7 +28,7 @@ import {
 } from "../protocol/mod.js";
 import { connectNats, type NatsConnection, type Subscription } from "../transport/connection.js";
 import { createLogger, type Logger } from "../runtime/logger.js";
-import type { AgentContext, AgentDefinition, Message, RequestOptions, SendResult } from "./agent.js";
+import type { AgentContext, AgentDefinition, Message, RequestOptions, SendOptions, SendResult } from "./agent.js";
 import { SyscallClient } from "./syscalls.js";
 
 export interface RunOptions {
@@ -333,14 +333,14 @@ class HandlerContext implements AgentContext {
     return req;
   }
 
-  async send(to: string, body: unknown): Promise<SendResult> {
-    const r = await this.rt.call(SyscallOp.Send, this.next({ to, body }), this.message?.trace);
+  async send(to: string, body: unknown, opts: SendOptions = {}): Promise<SendResult> {
+    const r = await this.rt.call(SyscallOp.Send, this.next({ to, body, ...(opts.scope ? { scope: opts.scope } : {}) }), this.message?.trace);
     return { event: r.event, seq: r.seq };
   }
 
   async request<R = unknown>(to: string, body: unknown, opts: RequestOptions = {}): Promise<R> {
     const timeoutMs = opts.timeoutMs ?? 30_000;
-    const r = await this.rt.call(SyscallOp.Request, this.next({ to, body, timeoutMs }), this.message?.trace);
+    const r = await this.rt.call(SyscallOp.Request, this.next({ to, body, timeoutMs, ...(opts.scope ? { scope: opts.scope } : {}) }), this.message?.trace);
     const reply = r.reply ?? (await this.rt.awaitReply(r.event, timeoutMs));
     if (reply.error) throw MaxwellError.fromWire(reply.error);
     return reply.body as R;

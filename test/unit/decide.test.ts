@@ -246,7 +246,7 @@ describe("decideSyscall", () => {
         trace: req.trace,
         depth: req.depth + 1,
         body: "a",
-        decision: { effect: "allow", policies: ["agents-reply"] },
+        decision: { effect: "allow", policies: ["agents-reply", "principal:principals-allow-replies"] },
       });
     });
 
@@ -358,6 +358,86 @@ forbid (principal, action, resource) when { context.depth * 9223372036854775807 
         error: { code: "forbidden", message: expect.stringMatching(/policy evaluation failed.*errors deny/) },
         decision: { effect: "deny", policies: ["overflow-guard"] },
       });
+    });
+  });
+
+  describe("authority: the actor's grants intersected with the principal's", () => {
+    const NO_BOB_REQUESTS = `${DEFAULTS}
+@id("bob-may-not-request-workers")
+forbid (principal == Maxwell::Principal::"bob", action == Maxwell::Action::"message.request", resource in Maxwell::Group::"workers");
+`;
+
+    it("denies an agent acting for a principal what the principal may not do, though the agent may", () => {
+      policy.load(NO_BOB_REQUESTS);
+      fold.register("bob", "principal");
+      const forBob = fold.commit(decide("bob", SyscallOp.Send, { id: "bob-1:0", to: "coord", body: "job" }));
+      const out = appended(decide("coord", SyscallOp.Request, { id: `${forBob.id}:0`, to: "worker", causation: forBob.id }));
+      expect(out.subject).toBe(subjects.logDecision("coord"));
+      expect(out.event).toMatchObject({ type: EventType.Denied, principal: "bob", decision: { effect: "deny" }, error: { code: "forbidden" } });
+      const denied = out.event as { error: { message: string }; decision: { policies: string[] } };
+      expect(denied.error.message).toMatch(/acts for principal 'bob', who may not message.request worker/);
+      expect(denied.decision.policies).toContain("principal:bob-may-not-request-workers");
+    });
+
+    it("allows the same action for a principal who may, naming both halves of the decision", () => {
+      policy.load(NO_BOB_REQUESTS);
+      const job = aliceSendsToCoord();
+      const out = appended(decide("coord", SyscallOp.Request, { id: `${job.id}:0`, to: "worker", causation: job.id }));
+      expect(out.subject).toBe(subjects.logInbox("worker"));
+      expect((out.event as { decision: { policies: string[] } }).decision.policies).toEqual(["coordinators-to-workers", "principal:principals-send-work"]);
+    });
+
+    it("asks once when an agent acts on its own authority", () => {
+      const out = appended(decide("coord", SyscallOp.Send, { id: "own:0", to: "worker" }));
+      expect((out.event as { principal: string; decision: { policies: string[] } }).principal).toBe("coord");
+      expect((out.event as { decision: { policies: string[] } }).decision.policies).toEqual(["coordinators-to-workers"]);
+    });
+  });
+
+  describe("delegation: a scope only narrows", () => {
+    /** coord asks worker with a scope; returns the request event the worker then acts under. */
+    function delegate(scope: Record<string, unknown>): LogEvent {
+      policy.load(`${DEFAULTS}
+@id("workers-to-workers")
+permit (principal in Maxwell::Group::"workers", action in [Maxwell::Action::"message.send", Maxwell::Action::"message.request"], resource in Maxwell::Group::"workers");
+`);
+      const job = aliceSendsToCoord();
+      return fold.commit(decide("coord", SyscallOp.Request, { id: `${job.id}:0`, to: "worker", causation: job.id, scope }));
+    }
+
+    it("records the scope with the delivery and lets the recipient act within it", () => {
+      const req = delegate({ actions: ["message.send"] });
+      expect(req).toMatchObject({ type: EventType.Message, scope: { actions: ["message.send"] } });
+      const out = appended(decide("worker", SyscallOp.Send, { id: `${req.id}:0`, to: "helper", causation: req.id }));
+      expect(out.subject).toBe(subjects.logInbox("helper"));
+      // The scope travels on: helper may do no more than worker could.
+      expect(out.event).toMatchObject({ scope: { actions: ["message.send"] } });
+    });
+
+    it("denies the recipient an action outside the delegated scope, though policy would allow it", () => {
+      const req = delegate({ actions: ["message.send"] });
+      const out = appended(decide("worker", SyscallOp.Request, { id: `${req.id}:0`, to: "helper", causation: req.id }));
+      expect(out.event).toMatchObject({ type: EventType.Denied, decision: { policies: ["kernel:scope"] }, error: { code: "forbidden" } });
+      expect((out.event as { error: { message: string } }).error.message).toMatch(/message.request is outside the scope delegated/);
+    });
+
+    it("denies and logs a delegation that would widen the scope: more actions, or a later expiry", () => {
+      const req = delegate({ actions: ["message.send"], expiresAt: NOW + 1000 });
+      const wider = appended(decide("worker", SyscallOp.Send, { id: `${req.id}:0`, to: "helper", causation: req.id, scope: { actions: ["message.send", "message.request"] } }));
+      expect(wider.event).toMatchObject({ type: EventType.Denied, decision: { policies: ["kernel:scope-widening"] } });
+      expect((wider.event as { error: { message: string } }).error.message).toMatch(/cannot delegate message.request: it would widen/);
+      const later = appended(decide("worker", SyscallOp.Send, { id: `${req.id}:1`, to: "helper", causation: req.id, scope: { expiresAt: NOW + 5000 } }));
+      expect(later.event).toMatchObject({ type: EventType.Denied, decision: { policies: ["kernel:scope-widening"] } });
+      const narrower = appended(decide("worker", SyscallOp.Send, { id: `${req.id}:2`, to: "helper", causation: req.id, scope: { actions: [], expiresAt: NOW + 500 } }));
+      expect(narrower.event).toMatchObject({ type: EventType.Message, scope: { actions: [], expiresAt: NOW + 500 } });
+    });
+
+    it("denies everything for the work once its scope has expired, but the request can still be answered", () => {
+      const req = delegate({ expiresAt: NOW - 1 });
+      const out = appended(decide("worker", SyscallOp.Send, { id: `${req.id}:0`, to: "helper", causation: req.id }));
+      expect((out.event as { error: { message: string } }).error.message).toMatch(/expired/);
+      const answer = appended(decide("worker", SyscallOp.Reply, { id: `${req.id}:1`, inReplyTo: req.id, causation: req.id, body: "done" }));
+      expect(answer.subject).toBe(subjects.logReplies("coord"));
     });
   });
 });

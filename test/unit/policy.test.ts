@@ -48,7 +48,7 @@ describe("PolicyEngine", () => {
 
   it("loads the default set with its policy ids and a hash of its text", () => {
     const set = engine.load(DEFAULTS);
-    expect(set.ids).toEqual(["principals-send-work", "agents-reply", "coordinators-to-workers"]);
+    expect(set.ids).toEqual(["principals-send-work", "agents-reply", "principals-allow-replies", "coordinators-to-workers"]);
     expect(set.hash).toMatch(/^[0-9a-f]{64}$/);
     expect(engine.policySet).toBe(set);
   });
