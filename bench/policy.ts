@@ -7,6 +7,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { packageRoot } from "../src/runtime/paths.js";
+import { authorize, type AuthorityRequest } from "../services/kernel/authority.js";
 import { PolicyEngine, type DecisionRequest } from "../services/kernel/policy.js";
 import { summarize, type Latency } from "./stats.js";
 
@@ -16,6 +17,8 @@ export interface PolicyResults {
   uncached: { decisionsPerSec: number; latencyUs: Latency };
   /** Distinct keys (varying depth) instead of invalidate(): also uncached. */
   distinctKeys: { decisionsPerSec: number; latencyUs: Latency };
+  /** An agent acting for a principal: authorize() asks as both (the kernel's delegated path). */
+  delegated: { cachedPerSec: number; uncachedPerSec: number; uncachedUs: Latency };
 }
 
 const REQUEST: DecisionRequest = {
@@ -62,6 +65,28 @@ export function measurePolicy(say: (line: string) => void): PolicyResults {
   }
   const distinctPerSec = (3000 * 1000) / (performance.now() - t);
 
+  say("delegated authority (agent for a principal: two questions), N=3000 uncached, 500000 cached");
+  const delegatedReq: AuthorityRequest = {
+    actor: REQUEST.actor,
+    action: REQUEST.action,
+    resource: REQUEST.resource,
+    onBehalfOf: { type: "Principal", name: "alice", groups: [] },
+    principal: "alice",
+    depth: 1,
+  };
+  const delegatedUs: number[] = [];
+  t = performance.now();
+  for (let i = 0; i < 3000; i++) {
+    const t0 = performance.now();
+    engine.invalidate();
+    if (authorize(engine, delegatedReq).decision.effect !== "allow") throw new Error("expected the delegated request to be allowed");
+    delegatedUs.push((performance.now() - t0) * 1000);
+  }
+  const delegatedUncached = (3000 * 1000) / (performance.now() - t);
+  t = performance.now();
+  for (let i = 0; i < 500_000; i++) authorize(engine, delegatedReq);
+  const delegatedCached = (500_000 * 1000) / (performance.now() - t);
+
   say("policy decisions, cached (same request, N=500000)");
   check(engine, REQUEST);
   const n = 500_000;
@@ -74,5 +99,6 @@ export function measurePolicy(say: (line: string) => void): PolicyResults {
     cached: { decisionsPerSec: (n * 1000) / cachedMs, n, meanUs: (cachedMs * 1000) / n },
     uncached: { decisionsPerSec: uncachedPerSec, latencyUs: summarize(uncached) },
     distinctKeys: { decisionsPerSec: distinctPerSec, latencyUs: summarize(distinct) },
+    delegated: { cachedPerSec: delegatedCached, uncachedPerSec: delegatedUncached, uncachedUs: summarize(delegatedUs) },
   };
 }

@@ -148,6 +148,9 @@ function rows(raw: RawResults, kernel: KernelResults, policy: PolicyResults): { 
     { name: "decision, uncached p50", value: policy.uncached.latencyUs.p50, unit: "µs" },
     { name: "decision, uncached p99", value: policy.uncached.latencyUs.p99, unit: "µs" },
     { name: "decision, distinct keys p50", value: policy.distinctKeys.latencyUs.p50, unit: "µs" },
+    { name: "delegated (agent for principal), cached", value: policy.delegated.cachedPerSec, unit: "ops/s" },
+    { name: "delegated, uncached", value: policy.delegated.uncachedPerSec, unit: "ops/s" },
+    { name: "delegated, uncached p50", value: policy.delegated.uncachedUs.p50, unit: "µs" },
   ];
   return {
     rows: out,

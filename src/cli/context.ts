@@ -97,14 +97,24 @@ export function cliContext(opts: GlobalOptions): CliContext {
         throw new MaxwellError(ErrorCode.Unavailable, `no running daemon and no data in ${layout.root} (start one with 'maxwell up')`);
       }
       const embedded = await startEmbedded({ dataDir: layout.root });
-      const nc = await connectNats({ servers: embedded.server.url, creds: layout.credsOf("kernel"), name: `maxwell-cli:${purpose}`, reconnect: false });
-      const jsm = await jetstreamManager(nc);
+      let nc;
+      let jsm;
+      try {
+        nc = await connectNats({ servers: embedded.server.url, creds: layout.credsOf("kernel"), name: `maxwell-cli:${purpose}`, reconnect: false });
+        jsm = await jetstreamManager(nc);
+      } catch (err) {
+        // Do not leave the private server behind when the command fails here.
+        await nc?.close().catch(() => undefined);
+        await embedded.server.stop();
+        throw err;
+      }
       const js = jetstream(nc);
+      const conn = nc;
       return {
         entries: ({ from, follow, signal }) => readLog(js, jsm, { fromSeq: from, follow, ...(signal ? { signal } : {}) }),
         lastSeq: async () => (await jsm.streams.info(LOG_STREAM)).state.last_seq,
         close: async () => {
-          await nc.close();
+          await conn.close();
           await embedded.server.stop();
         },
       };
