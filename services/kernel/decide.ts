@@ -4,6 +4,7 @@
  * decision path testable, replayable and cheap to re-evaluate under another policy.
  */
 import {
+  AgentState,
   EVENT_VERSION,
   ErrorCode,
   EventType,
@@ -192,6 +193,14 @@ export function decideSyscall(state: KernelState, policy: PolicyEngine, input: S
     return { kind: "append", subject: subjects.logDecision(actor), msgId, event, answer: () => ({ ok: false, error }) };
   };
   const kernelDecision = (reason: string): Decision => ({ effect: "deny", policies: [`kernel:${reason}`], policySet: policy.policySet.hash });
+
+  // Operator control comes before any policy: it holds whatever the policies say.
+  if (self.control === AgentState.Paused) {
+    return deny(kernelDecision("paused"), { code: ErrorCode.Unavailable, message: `agent '${actor}' is paused by an operator: nothing is accepted from it until it is resumed (its queued work is kept)` });
+  }
+  if (self.control === AgentState.Quarantined && op !== SyscallOp.Record) {
+    return deny(kernelDecision("quarantined"), { code: ErrorCode.Forbidden, message: `agent '${actor}' is quarantined by an operator: it may run, but none of its actions is allowed` });
+  }
 
   switch (op) {
     case SyscallOp.Send:

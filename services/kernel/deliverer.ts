@@ -58,6 +58,8 @@ export class Deliverer {
   /** JetStream messages the state does not hold yet, oldest first. */
   private waiting: Array<{ agent: string; m: DurableMessage }> = [];
   private stopped = false;
+  /** Agents an operator paused: nothing is handed to them; their deliveries stay owed. */
+  private readonly paused = new Set<string>();
 
   constructor(
     private readonly nc: Pick<NatsConnection, "publish">,
@@ -143,7 +145,19 @@ export class Deliverer {
     this.publish(agent, m.data, m.headers?.get(Header.TraceParent) || undefined, m.redelivered || again);
   }
 
+  /** Pauses or resumes hand-overs to `agent`; on resume, everything still owed is handed over. */
+  setPaused(agent: string, paused: boolean): void {
+    if (paused) {
+      this.paused.add(agent);
+      return;
+    }
+    if (!this.paused.delete(agent)) return;
+    const entry = this.agents.get(agent);
+    if (entry) this.resend(agent, entry);
+  }
+
   private publish(agent: string, data: Uint8Array, traceparent: string | undefined, redelivered: boolean): void {
+    if (this.paused.has(agent)) return;
     if (!traceparent && !redelivered) {
       this.nc.publish(subjects.delivery(agent), data);
       return;

@@ -9,6 +9,7 @@ import { dirname } from "node:path";
 import { SpanKind, SpanStatusCode, context, trace, type Span } from "@opentelemetry/api";
 import {
   AdminOp,
+  AgentState,
   ErrorCode,
   EVENT_VERSION,
   EventType,
@@ -60,6 +61,8 @@ import {
 import { grantsFor, loadKey, mintUser, sign, type KeyPair } from "../../src/transport/identity.js";
 import type {
   AdminReply,
+  ControlRequest,
+  ControlResult,
   IdentitySummary,
   KernelStatus,
   PolicyApplyResult,
@@ -174,7 +177,9 @@ export class Kernel {
     for (const [id, deadline] of this.state.pending) this.armTimeout(id, deadline);
 
     for (const identity of this.state.identities.values()) {
-      if (identity.kind === "agent") await this.deliverer.add(identity.name);
+      if (identity.kind !== "agent") continue;
+      if (identity.control === AgentState.Paused) this.deliverer.setPaused(identity.name, true);
+      await this.deliverer.add(identity.name);
     }
 
     this.subs.push(
@@ -508,6 +513,12 @@ export class Kernel {
           reply = { ok: true, result: await run };
           break;
         }
+        case AdminOp.Control: {
+          const run = this.registering.then(() => this.control(body as unknown as ControlRequest));
+          this.registering = run.catch(() => undefined);
+          reply = { ok: true, result: await run };
+          break;
+        }
         case AdminOp.Read:
           reply = { ok: true, result: await this.read(body as unknown as ReadRequest) };
           break;
@@ -550,6 +561,33 @@ export class Kernel {
     writeFileSync(this.opts.policyFile, req.text);
     this.opts.log.info({ policies: set.ids, hash: set.hash.slice(0, 12) }, "policy set applied");
     return { policySet: set.hash, policies: set.ids, seq: stored.seq };
+  }
+
+  /** An operator pauses, resumes, quarantines or releases an agent: logged, then in force. */
+  private async control(req: ControlRequest): Promise<ControlResult> {
+    const agent: unknown = req.agent;
+    const state: unknown = req.state;
+    if (!isName(agent) || this.state.identities.get(agent)?.kind !== "agent") {
+      throw new MaxwellError(ErrorCode.NotFound, `no agent named ${JSON.stringify(agent)} is registered`);
+    }
+    if (state !== AgentState.Running && state !== AgentState.Paused && state !== AgentState.Quarantined) {
+      throw new MaxwellError(ErrorCode.BadRequest, `state must be one of running, paused, quarantined, not ${JSON.stringify(state)}`);
+    }
+    const reason = typeof req.reason === "string" ? req.reason.slice(0, 500) : undefined;
+    const was = this.state.identities.get(agent)?.control ?? AgentState.Running;
+    const id = newEventId();
+    const stored = await this.appender.append(subjects.logControl(agent), `control:${id}`, () => ({
+      v: EVENT_VERSION,
+      id,
+      at: Date.now(),
+      type: EventType.AgentControlled,
+      agent,
+      state,
+      ...(reason ? { reason } : {}),
+    }));
+    this.deliverer.setPaused(agent, state === AgentState.Paused);
+    this.opts.log.info({ agent, was, state, reason }, "agent control");
+    return { agent, was, state, seq: stored.seq };
   }
 
   /** Raw entries for the admin CLI, capped so an answer fits in one NATS message. */

@@ -4,6 +4,8 @@
  * and a replayed one cannot differ.
  */
 import {
+  AgentState,
+  ErrorCode,
   EventType,
   GENESIS_PREV,
   type EventId,
@@ -28,6 +30,8 @@ export interface Identity {
   kind: IdentityKind;
   groups: string[];
   publicKey: string;
+  /** Agents only: set by an operator (absent = running). */
+  control?: AgentState;
 }
 
 /** What the kernel remembers of a delivered event, to check causation and replies against. */
@@ -105,6 +109,14 @@ export function evolve(state: KernelState, event: LogEvent, hash: string): Kerne
     case EventType.IdentityRegistered:
       state.identities.set(event.name, { name: event.name, kind: event.kind, groups: event.groups, publicKey: event.publicKey });
       break;
+    case EventType.AgentControlled: {
+      const identity = state.identities.get(event.agent);
+      if (identity) {
+        if (event.state === AgentState.Running) delete identity.control;
+        else identity.control = event.state;
+      }
+      break;
+    }
     case EventType.Message: {
       remember(state.syscalls, syscallKey(event.actor, event.syscall), { event: event.id, seq: event.seq });
       const facts: DeliveryFacts = {
@@ -139,7 +151,10 @@ export function evolve(state: KernelState, event: LogEvent, hash: string): Kerne
       break;
     }
     case EventType.Denied:
-      remember(state.syscalls, syscallKey(event.actor, event.syscall), { event: event.id, seq: event.seq, error: event.error });
+      // A refusal for now (the agent is paused) is not the answer forever: a retry is judged afresh.
+      if (event.error.code !== ErrorCode.Unavailable) {
+        remember(state.syscalls, syscallKey(event.actor, event.syscall), { event: event.id, seq: event.seq, error: event.error });
+      }
       break;
     case EventType.Record:
       remember(state.syscalls, syscallKey(event.actor, event.syscall), { event: event.id, seq: event.seq });

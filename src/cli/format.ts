@@ -37,11 +37,13 @@ export function formatEvent(e: LogEvent): string {
       return `${head}checkpoint up to #${e.upTo} head ${e.head.slice(0, 12)}… signed`;
     case "kernel.genesis":
       return `${head}genesis  kernel key ${e.kernelKey}`;
+    case "agent.controlled":
+      return `${head}control  ${e.agent} is now ${e.state.toUpperCase()}${e.reason ? `: ${e.reason}` : ""}`;
   }
 }
 
 /** Whether an event concerns `name` (as actor, target, or registered identity). */
 export function involves(e: LogEvent, name: string): boolean {
   const r = e as unknown as Record<string, unknown>;
-  return r["actor"] === name || r["to"] === name || r["name"] === name;
+  return r["actor"] === name || r["to"] === name || r["name"] === name || r["agent"] === name;
 }

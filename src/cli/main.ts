@@ -4,6 +4,7 @@
  * log. Every command has --help; every failure prints one line and exits non-zero.
  */
 import { Command, CommanderError } from "commander";
+import { registerControl } from "./commands/control.js";
 import { registerIdentity } from "./commands/identity.js";
 import { registerInit } from "./commands/init.js";
 import { registerLog } from "./commands/log.js";
@@ -34,6 +35,7 @@ registerSend(program, globals);
 registerLog(program, globals);
 registerVerify(program, globals);
 registerPolicy(program, globals);
+registerControl(program, globals);
 registerInit(program, globals);
 
 try {

@@ -20,6 +20,7 @@ export const EventType = {
   Rejected: "input.rejected",
   Record: "record",
   Checkpoint: "checkpoint",
+  AgentControlled: "agent.controlled",
 } as const;
 export type EventType = (typeof EventType)[keyof typeof EventType];
 
@@ -103,6 +104,21 @@ export interface IdentityRegisteredEvent extends EventBase {
   publicKey: string;
 }
 
+/**
+ * How the kernel treats an agent: `running`; `paused` (nothing accepted from it or delivered to
+ * it, its queued work kept); `quarantined` (it runs, but every consequential action is denied).
+ */
+export const AgentState = { Running: "running", Paused: "paused", Quarantined: "quarantined" } as const;
+export type AgentState = (typeof AgentState)[keyof typeof AgentState];
+
+/** An operator changed an agent's state. */
+export interface AgentControlledEvent extends EventBase {
+  type: typeof EventType.AgentControlled;
+  agent: string;
+  state: AgentState;
+  reason?: string;
+}
+
 /** A message or request delivered to `to`'s inbox. The decision rides with it: one write. */
 export interface MessageEvent extends EventBase, CausedFields {
   type: typeof EventType.Message;
@@ -174,7 +190,8 @@ export type LogEvent =
   | DeniedEvent
   | RejectedEvent
   | RecordEvent
-  | CheckpointEvent;
+  | CheckpointEvent
+  | AgentControlledEvent;
 
 /** A log event before the appender assigns its place in the chain. */
 export type PendingEvent = LogEvent extends infer E

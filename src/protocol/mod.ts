@@ -28,9 +28,10 @@ export {
 } from "./subjects.js";
 export { isSyscallId, isTraceId, newEventId, newScope, syscallId } from "./ids.js";
 export type { EventId, SyscallId, TraceId } from "./ids.js";
-export { EVENT_VERSION, EventType, IdentityKind, checkpointMessage } from "./events.js";
+export { AgentState, EVENT_VERSION, EventType, IdentityKind, checkpointMessage } from "./events.js";
 export type {
   AckRequest,
+  AgentControlledEvent,
   CheckpointEvent,
   Decision,
   DeniedEvent,

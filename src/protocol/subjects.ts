@@ -52,6 +52,8 @@ export const AdminOp = {
   PolicyTest: "policy-test",
   /** Validate and install a policy set; logged with its hash. */
   PolicyApply: "policy-apply",
+  /** Pause, resume, quarantine or release an agent; logged. */
+  Control: "control",
 } as const;
 export type AdminOp = (typeof AdminOp)[keyof typeof AdminOp];
 
@@ -115,6 +117,8 @@ export const subjects = {
   logRecord: (actor: string): string => `${PREFIX}.log.rec.${named(actor)}`,
   /** Log: identity registrations. */
   logIdentity: (name: string): string => `${PREFIX}.log.id.${named(name)}`,
+  /** Log: an operator paused, resumed, quarantined or released an agent. */
+  logControl: (agent: string): string => `${PREFIX}.log.ctl.${named(agent)}`,
   /** Log: kernel housekeeping (genesis, policy loads, checkpoints). */
   logKernel: (what: "genesis" | "policy" | "checkpoint"): string => `${PREFIX}.log.k.${what}`,
   /** Every subject of the log stream. */

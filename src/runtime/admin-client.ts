@@ -4,7 +4,7 @@
  */
 import { ErrorCode, MaxwellError, decodeMap, encode, subjects, type AdminOp } from "../protocol/mod.js";
 import { connectNats, requestRaw, type NatsConnection } from "../transport/connection.js";
-import type { AdminReply, IdentitySummary, KernelStatus, PolicyApplyResult, PolicyTestRequest, PolicyTestResult, ReadRequest, ReadResult, RegisterRequest, RegisterResult } from "./admin.js";
+import type { AdminReply, ControlRequest, ControlResult, IdentitySummary, KernelStatus, PolicyApplyResult, PolicyTestRequest, PolicyTestResult, ReadRequest, ReadResult, RegisterRequest, RegisterResult } from "./admin.js";
 
 export class AdminClient {
   private constructor(readonly nc: NatsConnection) {}
@@ -51,6 +51,10 @@ export class AdminClient {
   /** Validates and installs a policy set. */
   policyApply(text: string): Promise<PolicyApplyResult> {
     return this.call("policy-apply", { text }, 30_000);
+  }
+  /** Pauses, resumes, quarantines or releases an agent. */
+  control(req: ControlRequest): Promise<ControlResult> {
+    return this.call("control", req);
   }
   checkpoint(): Promise<{ upTo: number }> {
     return this.call("checkpoint", {});

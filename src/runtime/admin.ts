@@ -2,7 +2,7 @@
  * Wire shapes of the admin operations (CLI → kernel on mx.admin.<op>). The admin credential is
  * the only one the server lets publish there.
  */
-import type { IdentityKind } from "../protocol/events.js";
+import type { AgentState, IdentityKind } from "../protocol/events.js";
 import type { WireError } from "../protocol/errors.js";
 
 export interface RegisterRequest {
@@ -26,6 +26,8 @@ export interface IdentitySummary {
   kind: IdentityKind;
   groups: string[];
   publicKey: string;
+  /** Agents an operator paused or quarantined. */
+  control?: AgentState;
 }
 
 export interface KernelStatus {
@@ -75,5 +77,19 @@ export interface PolicyApplyResult {
   policySet: string;
   policies: string[];
   /** Sequence of the policy.loaded event (0 when the set was already in force). */
+  seq: number;
+}
+
+export interface ControlRequest {
+  agent: string;
+  state: AgentState;
+  reason?: string;
+}
+
+export interface ControlResult {
+  agent: string;
+  was: AgentState;
+  state: AgentState;
+  /** Sequence of the agent.controlled event. */
   seq: number;
 }

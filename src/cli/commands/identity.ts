@@ -42,7 +42,7 @@ export function registerIdentity(program: Command, globals: () => GlobalOptions,
           const all = (await admin.list()).filter((i) => i.kind === kind);
           if (opts.json) process.stdout.write(JSON.stringify(all, null, 2) + "\n");
           else if (all.length === 0) process.stdout.write(`no ${kind}s registered\n`);
-          else for (const i of all) process.stdout.write(`${i.name.padEnd(24)} ${i.groups.join(",").padEnd(24)} ${i.publicKey}\n`);
+          else for (const i of all) process.stdout.write(`${i.name.padEnd(24)} ${i.groups.join(",").padEnd(24)} ${(i.control ?? (kind === "agent" ? "running" : "")).padEnd(12)} ${i.publicKey}\n`);
         } finally {
           await admin.close();
         }
