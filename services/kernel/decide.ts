@@ -195,6 +195,9 @@ export function decideSyscall(state: KernelState, policy: PolicyEngine, input: S
   const kernelDecision = (reason: string): Decision => ({ effect: "deny", policies: [`kernel:${reason}`], policySet: policy.policySet.hash });
 
   // Operator control comes before any policy: it holds whatever the policies say.
+  if (self.control === AgentState.Killed) {
+    return deny(kernelDecision("killed"), { code: ErrorCode.Forbidden, message: `agent '${actor}' was killed by an operator` });
+  }
   if (self.control === AgentState.Paused) {
     return deny(kernelDecision("paused"), { code: ErrorCode.Unavailable, message: `agent '${actor}' is paused by an operator: nothing is accepted from it until it is resumed (its queued work is kept)` });
   }
@@ -213,6 +216,9 @@ export function decideSyscall(state: KernelState, policy: PolicyEngine, input: S
       const target = state.identities.get(to);
       if (!target || target.kind !== "agent") {
         return deny(kernelDecision("unknown-target"), { code: ErrorCode.NotFound, message: `no agent named '${to}' is registered` }, to);
+      }
+      if (target.control === AgentState.Killed) {
+        return deny(kernelDecision("killed-target"), { code: ErrorCode.NotFound, message: `agent '${to}' was killed by an operator` }, to);
       }
       if (op === SyscallOp.Request && self.kind !== "agent") {
         throw new MaxwellError(ErrorCode.BadRequest, "only agents can make requests (principals send work and read results from the log)");
@@ -289,13 +295,27 @@ export function decideSyscall(state: KernelState, policy: PolicyEngine, input: S
   }
 }
 
-/** The event the kernel writes when a request's deadline passes with no reply. */
-export function timeoutReply(state: KernelState, requestId: EventId, now: number, newId: () => EventId, policySet: string): { subject: string; msgId: string; event: PendingEvent } | undefined {
+/**
+ * The event the kernel writes when a request will get no answer: its deadline passed, or the
+ * agent it was sent to was killed.
+ */
+export function timeoutReply(
+  state: KernelState,
+  requestId: EventId,
+  now: number,
+  newId: () => EventId,
+  policySet: string,
+  why: "timeout" | "killed" = "timeout",
+): { subject: string; msgId: string; event: PendingEvent } | undefined {
   const req = state.deliveries.get(requestId);
   if (!req || req.kind !== "request" || req.reply) return undefined;
+  const error =
+    why === "timeout"
+      ? { code: ErrorCode.Timeout, message: `request ${requestId} to ${req.to} got no reply by its deadline` }
+      : { code: ErrorCode.Unavailable, message: `request ${requestId} will get no reply: agent '${req.to}' was killed by an operator` };
   return {
     subject: subjects.logReplies(req.actor),
-    msgId: `kernel:timeout.${requestId}`,
+    msgId: `kernel:${why}.${requestId}`,
     event: {
       v: EVENT_VERSION,
       id: newId(),
@@ -309,8 +329,8 @@ export function timeoutReply(state: KernelState, requestId: EventId, now: number
       depth: req.depth + 1,
       to: req.actor,
       inReplyTo: requestId,
-      error: { code: ErrorCode.Timeout, message: `request ${requestId} to ${req.to} got no reply by its deadline` },
-      decision: { effect: "allow", policies: ["kernel:timeout"], policySet },
+      error,
+      decision: { effect: "allow", policies: [`kernel:${why}`], policySet },
     },
   };
 }

@@ -52,13 +52,14 @@ import {
   readLog,
   readRange,
   readTail,
+  requestRaw,
   type JetStreamClient,
   type JetStreamManager,
   type Msg,
   type NatsConnection,
   type Subscription,
 } from "../../src/transport/connection.js";
-import { grantsFor, loadKey, mintUser, sign, type KeyPair } from "../../src/transport/identity.js";
+import { claimsUpdateSubject, grantsFor, loadKey, maxwellAccountJwt, mintUser, sign, systemCreds, type KeyPair } from "../../src/transport/identity.js";
 import type {
   AdminReply,
   ControlRequest,
@@ -97,12 +98,28 @@ export interface KernelOptions {
   defaultPolicyText: string;
   /** Where the last checkpoint is kept outside the log (truncation detection). */
   anchorFile: string;
+  /**
+   * Operator and system-account keys: needed to revoke a killed agent's credential (the account
+   * JWT is re-signed with the revocation and pushed to the server). Without them, kill is refused.
+   */
+  operatorKey?: string;
+  systemKey?: string;
+  /** Where revocations are kept so a restarted server starts with them. */
+  revocationsFile?: string;
   log: Logger;
   checkpointEvery?: number;
   checkpointIntervalMs?: number;
 }
 
 const tracer = trace.getTracer("maxwell-kernel");
+
+function decodeJson(bytes: Uint8Array): Record<string, unknown> {
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes)) as Record<string, unknown>;
+  } catch {
+    return {};
+  }
+}
 
 type Traceparent = NonNullable<ReturnType<typeof parseTraceparent>>;
 
@@ -175,6 +192,7 @@ export class Kernel {
     await this.loadPolicies();
 
     for (const [id, deadline] of this.state.pending) this.armTimeout(id, deadline);
+    if (this.revocations().size > 0) await this.pushRevocations();
 
     for (const identity of this.state.identities.values()) {
       if (identity.kind !== "agent") continue;
@@ -570,11 +588,16 @@ export class Kernel {
     if (!isName(agent) || this.state.identities.get(agent)?.kind !== "agent") {
       throw new MaxwellError(ErrorCode.NotFound, `no agent named ${JSON.stringify(agent)} is registered`);
     }
-    if (state !== AgentState.Running && state !== AgentState.Paused && state !== AgentState.Quarantined) {
-      throw new MaxwellError(ErrorCode.BadRequest, `state must be one of running, paused, quarantined, not ${JSON.stringify(state)}`);
+    if (state !== AgentState.Running && state !== AgentState.Paused && state !== AgentState.Quarantined && state !== AgentState.Killed) {
+      throw new MaxwellError(ErrorCode.BadRequest, `state must be one of running, paused, quarantined, killed, not ${JSON.stringify(state)}`);
     }
     const reason = typeof req.reason === "string" ? req.reason.slice(0, 500) : undefined;
-    const was = this.state.identities.get(agent)?.control ?? AgentState.Running;
+    const identity = this.state.identities.get(agent);
+    const was = identity?.control ?? AgentState.Running;
+    if (was === AgentState.Killed) throw new MaxwellError(ErrorCode.Conflict, `agent '${agent}' was killed; a killed agent stays killed (register a new one)`);
+    if (state === AgentState.Killed && !this.canRevoke()) {
+      throw new MaxwellError(ErrorCode.Unavailable, "this kernel has no operator and system keys, so it cannot revoke a credential; kill is refused");
+    }
     const id = newEventId();
     const stored = await this.appender.append(subjects.logControl(agent), `control:${id}`, () => ({
       v: EVENT_VERSION,
@@ -584,10 +607,60 @@ export class Kernel {
       agent,
       state,
       ...(reason ? { reason } : {}),
+      ...(state === AgentState.Killed && identity ? { publicKey: identity.publicKey } : {}),
     }));
-    this.deliverer.setPaused(agent, state === AgentState.Paused);
+    this.deliverer.setPaused(agent, state === AgentState.Paused || state === AgentState.Killed);
+    if (state === AgentState.Killed) {
+      await this.pushRevocations();
+      // Whoever waits on it is told now, not at their deadline.
+      for (const [requestId] of this.state.pending) {
+        if (this.state.deliveries.get(requestId)?.to !== agent || this.answering.has(requestId)) continue;
+        const failed = timeoutReply(this.state, requestId, Date.now(), newEventId, this.policy.policySet.hash, "killed");
+        if (failed) await this.appender.append(failed.subject, failed.msgId, () => failed.event);
+      }
+    }
     this.opts.log.info({ agent, was, state, reason }, "agent control");
     return { agent, was, state, seq: stored.seq };
+  }
+
+  private canRevoke(): boolean {
+    return Boolean(this.opts.operatorKey && this.opts.systemKey && existsSync(this.opts.operatorKey) && existsSync(this.opts.systemKey));
+  }
+
+  /** Killed agents' credentials, revoked as of the moment they were killed (unix seconds). */
+  private revocations(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const i of this.state.identities.values()) {
+      if (i.control === AgentState.Killed) out.set(i.publicKey, Math.ceil((i.killedAt ?? Date.now()) / 1000));
+    }
+    return out;
+  }
+
+  /**
+   * Re-signs the account with every revocation and pushes it to the server, which drops the
+   * revoked connections at once and refuses them from then on. Also saved for the server config.
+   */
+  private async pushRevocations(): Promise<void> {
+    if (!this.canRevoke()) {
+      this.opts.log.error("killed agents exist but this kernel has no operator and system keys: their credentials are not revoked at the server");
+      return;
+    }
+    const revocations = Object.fromEntries(this.revocations());
+    if (this.opts.revocationsFile) {
+      mkdirSync(dirname(this.opts.revocationsFile), { recursive: true });
+      writeFileSync(this.opts.revocationsFile, JSON.stringify(revocations, null, 2) + "\n");
+    }
+    const authority = { operator: loadKey(this.opts.operatorKey as string), account: this.accountKp };
+    const accountJwt = await maxwellAccountJwt(authority, revocations);
+    const sys = await connectNats({ servers: this.opts.servers, creds: await systemCreds({ system: loadKey(this.opts.systemKey as string) }), name: "maxwell-kernel-sys", reconnect: false });
+    try {
+      const answer = decodeJson(await requestRaw(sys, claimsUpdateSubject(this.accountKp.getPublicKey()), new TextEncoder().encode(accountJwt), { timeoutMs: 5000 }));
+      const code = (answer["data"] as { code?: number } | undefined)?.code;
+      if (code !== 200) throw new MaxwellError(ErrorCode.Internal, `the server did not take the revocation: ${JSON.stringify(answer).slice(0, 300)}`);
+      this.opts.log.info({ revoked: Object.keys(revocations).length }, "revocations in force at the server");
+    } finally {
+      await sys.close();
+    }
   }
 
   /** Raw entries for the admin CLI, capped so an answer fits in one NATS message. */

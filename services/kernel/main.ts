@@ -48,6 +48,9 @@ const kernel = new Kernel({
   policyFile: values.policies ?? layout.policies,
   defaultPolicyText,
   anchorFile: layout.anchor,
+  operatorKey: keys.operator,
+  systemKey: keys.system,
+  revocationsFile: layout.revocations,
   log,
 });
 

@@ -32,6 +32,8 @@ export interface Identity {
   publicKey: string;
   /** Agents only: set by an operator (absent = running). */
   control?: AgentState;
+  /** When it was killed (ms since the epoch). */
+  killedAt?: number;
 }
 
 /** What the kernel remembers of a delivered event, to check causation and replies against. */
@@ -114,6 +116,7 @@ export function evolve(state: KernelState, event: LogEvent, hash: string): Kerne
       if (identity) {
         if (event.state === AgentState.Running) delete identity.control;
         else identity.control = event.state;
+        if (event.state === AgentState.Killed) identity.killedAt = event.at;
       }
       break;
     }

@@ -106,9 +106,10 @@ export interface IdentityRegisteredEvent extends EventBase {
 
 /**
  * How the kernel treats an agent: `running`; `paused` (nothing accepted from it or delivered to
- * it, its queued work kept); `quarantined` (it runs, but every consequential action is denied).
+ * it, its queued work kept); `quarantined` (it runs, but every consequential action is denied);
+ * `killed` (its credential revoked, its pending requests failed; final).
  */
-export const AgentState = { Running: "running", Paused: "paused", Quarantined: "quarantined" } as const;
+export const AgentState = { Running: "running", Paused: "paused", Quarantined: "quarantined", Killed: "killed" } as const;
 export type AgentState = (typeof AgentState)[keyof typeof AgentState];
 
 /** An operator changed an agent's state. */
@@ -117,6 +118,8 @@ export interface AgentControlledEvent extends EventBase {
   agent: string;
   state: AgentState;
   reason?: string;
+  /** For `killed`: the public key of the credential revoked. */
+  publicKey?: string;
 }
 
 /** A message or request delivered to `to`'s inbox. The decision rides with it: one write. */

@@ -36,7 +36,7 @@ export async function prepareDataDir(opts: PrepareOptions & { version: ServerVer
   const layout = dataLayout(opts.dataDir);
   mkdirSync(layout.root, { recursive: true, mode: 0o700 });
   const authority = loadOrCreateAuthority(layout.keys);
-  const jwts = await accountJwts(authority);
+  const jwts = await accountJwts(authority, readJson<Record<string, number>>(layout.revocations) ?? {});
   const configText = renderServerConfig({
     host: opts.host ?? "127.0.0.1",
     port: opts.port ?? -1,

@@ -52,6 +52,8 @@ export function dataLayout(dataDir: string) {
     config: join(dataDir, "maxwell.json"),
     kernelDir: join(dataDir, "kernel"),
     anchor: join(dataDir, "kernel", "checkpoint.json"),
+    /** Revoked credentials (killed agents), kept so a restarted server starts with them. */
+    revocations: join(dataDir, "kernel", "revocations.json"),
     run: join(dataDir, "run"),
     daemon: join(dataDir, "run", "daemon.json"),
     logs: join(dataDir, "logs"),

@@ -238,12 +238,30 @@ export class Supervisor {
     child.once("error", (err) => this.opts.log.error({ agent: spec.name, err: err.message }, "agent could not be started"));
     child.once("exit", (code, signal) => {
       if (this.stopping) return;
-      this.opts.log.warn({ agent: spec.name, code, signal, log: logFile }, "agent exited; restarting");
-      const entry = this.info.agents[spec.name];
-      if (entry) entry.state = "restarting";
-      this.scheduleRestart(s, () => this.startAgent(spec));
+      void this.isKilled(spec.name).then((killed) => {
+        const entry = this.info.agents[spec.name];
+        if (killed) {
+          // Its credential is revoked: restarting could never succeed.
+          this.opts.log.warn({ agent: spec.name, code, signal }, "agent exited and was killed by an operator; not restarting");
+          if (entry) entry.state = "stopped";
+          this.saveInfo();
+          return;
+        }
+        this.opts.log.warn({ agent: spec.name, code, signal, log: logFile }, "agent exited; restarting");
+        if (entry) entry.state = "restarting";
+        this.scheduleRestart(s, () => this.startAgent(spec));
+      });
     });
     this.saveInfo();
+  }
+
+  /** Whether the kernel says `name` was killed (false when it cannot be asked). */
+  private async isKilled(name: string): Promise<boolean> {
+    try {
+      return (await this.adminClient.list()).find((i) => i.name === name)?.control === "killed";
+    } catch {
+      return false;
+    }
   }
 
   private resolveArg(part: string, index: number): string {

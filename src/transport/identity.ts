@@ -73,30 +73,47 @@ const UNLIMITED_ACCOUNT = {
   wildcards: true,
 };
 
+/** User public keys whose credentials are revoked, with the time (unix seconds) they were. */
+export type Revocations = Record<string, number>;
+
+const ACCOUNT_LIMITS = {
+  ...UNLIMITED_ACCOUNT,
+  mem_storage: -1,
+  disk_storage: -1,
+  streams: -1,
+  consumer: -1,
+  max_ack_pending: -1,
+  mem_max_stream_bytes: -1,
+  disk_max_stream_bytes: -1,
+  max_bytes_required: false,
+};
+
+/** The Maxwell account's JWT, signed by the operator, with the credentials it revokes. */
+export async function maxwellAccountJwt(a: Pick<Authority, "operator" | "account">, revocations: Revocations = {}): Promise<string> {
+  const claims: Record<string, unknown> = { limits: ACCOUNT_LIMITS };
+  if (Object.keys(revocations).length > 0) claims["revocations"] = revocations;
+  return jwt.encodeAccount("MAXWELL", a.account, claims, { signer: a.operator });
+}
+
 /** Operator and account JWTs for the server config. Every limit is set explicitly. */
-export async function accountJwts(a: Authority): Promise<{ operator: string; accounts: Record<string, string>; systemAccount: string }> {
+export async function accountJwts(a: Authority, revocations: Revocations = {}): Promise<{ operator: string; accounts: Record<string, string>; systemAccount: string }> {
   const systemAccount = a.system.getPublicKey();
   const operator = await jwt.encodeOperator("maxwell", a.operator, { system_account: systemAccount });
   const system = await jwt.encodeAccount("SYS", a.system, { limits: UNLIMITED_ACCOUNT }, { signer: a.operator });
-  const account = await jwt.encodeAccount(
-    "MAXWELL",
-    a.account,
-    {
-      limits: {
-        ...UNLIMITED_ACCOUNT,
-        mem_storage: -1,
-        disk_storage: -1,
-        streams: -1,
-        consumer: -1,
-        max_ack_pending: -1,
-        mem_max_stream_bytes: -1,
-        disk_max_stream_bytes: -1,
-        max_bytes_required: false,
-      },
-    },
-    { signer: a.operator },
-  );
+  const account = await maxwellAccountJwt(a, revocations);
   return { operator, systemAccount, accounts: { [systemAccount]: system, [a.account.getPublicKey()]: account } };
+}
+
+/** A short-lived system-account credential, for pushing account updates to the server. */
+export async function systemCreds(a: Pick<Authority, "system">): Promise<Uint8Array> {
+  const user = jwt.createUser();
+  const token = await jwt.encodeUser("maxwell-kernel-sys", user, a.system, { ...UNLIMITED_NATS, pub: { allow: ["$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE"], deny: [] }, sub: { allow: ["_INBOX.>"], deny: [] } });
+  return jwt.fmtCreds(token, user);
+}
+
+/** Subject on which the server takes an updated account JWT. */
+export function claimsUpdateSubject(accountPublicKey: string): string {
+  return `$SYS.REQ.ACCOUNT.${accountPublicKey}.CLAIMS.UPDATE`;
 }
 
 /** Publish/subscribe permissions of one NATS user. */

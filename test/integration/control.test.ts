@@ -96,4 +96,40 @@ describe("agent control", () => {
     await expect(h.admin.control({ agent: "nobody", state: "paused" })).rejects.toThrow(/no agent named "nobody"/);
     await expect(h.admin.control({ agent: "worker", state: "asleep" as never })).rejects.toThrow(/state must be one of/);
   });
+
+  it("kills an agent: its credential is revoked at the server, and requests waiting on it fail at once", async () => {
+    const v = await h.register("victim", "agent", ["workers"]);
+    let release: () => void = () => undefined;
+    const stuck = new Promise<void>((r) => (release = r));
+    let started = false;
+    await h.agent(
+      defineAgent({
+        async onMessage() {
+          started = true;
+          await stuck;
+        },
+      }),
+      v.creds,
+      "victim",
+    );
+    const { connectNats } = await import("../../src/transport/connection.js");
+    const watcher = await connectNats({ servers: h.url, creds: new TextEncoder().encode(v.creds), name: "victim-watch", inboxPrefix: "mx.rep.victim", reconnect: false });
+    const watcherClosed = watcher.closed();
+    const asked = boss.request("victim", "job", { timeoutMs: 60_000 }).then(
+      () => "answered",
+      (err: unknown) => (err instanceof MaxwellError ? `${err.code}: ${err.message}` : String(err)),
+    );
+    await until(() => started, "the victim to start on the request");
+
+    const r = await h.admin.control({ agent: "victim", state: "killed", reason: "rogue" });
+    expect(r).toMatchObject({ was: "running", state: "killed" });
+    expect(await asked).toMatch(/^unavailable: .*'victim' was killed/);
+    expect(String(await watcherClosed)).toMatch(/Revoked/i);
+    await expect(connectNats({ servers: h.url, creds: new TextEncoder().encode(v.creds), name: "again", reconnect: false })).rejects.toThrow(/Authorization Violation/);
+    expect(await code(boss.send("victim", "more"))).toBe("not_found");
+    await expect(h.admin.control({ agent: "victim", state: "running" })).rejects.toThrow(/stays killed/);
+    const { readFileSync } = await import("node:fs");
+    expect(Object.keys(JSON.parse(readFileSync(h.layout.revocations, "utf8")) as object)).toEqual([v.publicKey]);
+    release();
+  });
 });

@@ -1,4 +1,4 @@
-/** `maxwell pause|resume|quarantine|release AGENT`: an operator's control over a running agent. */
+/** `maxwell pause|resume|quarantine|release|kill AGENT`: an operator's control over a running agent. */
 import type { Command } from "commander";
 import { AgentState } from "../../protocol/mod.js";
 import { cliContext, fail, type GlobalOptions } from "../context.js";
@@ -8,6 +8,7 @@ const COMMANDS = [
   { name: "resume", state: AgentState.Running, about: "accept from and deliver to AGENT again (delivers what was held)" },
   { name: "quarantine", state: AgentState.Quarantined, about: "let AGENT run but deny every action it takes" },
   { name: "release", state: AgentState.Running, about: "lift a quarantine" },
+  { name: "kill", state: AgentState.Killed, about: "revoke AGENT's credential at the server and fail the requests waiting on it (final)" },
 ] as const;
 
 export function registerControl(program: Command, globals: () => GlobalOptions): void {
