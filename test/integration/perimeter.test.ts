@@ -40,7 +40,7 @@ import { keyFiles, verifySignature } from "../../src/transport/identity.js";
 import { SyscallClient } from "../../src/sdk/syscalls.js";
 import { AdminClient } from "../../src/runtime/admin-client.js";
 import { defineAgent, MaxwellError, type Message } from "../../src/sdk/mod.js";
-import { startHarness, until, type Harness } from "../support/harness.js";
+import { eventually, startHarness, until, type Harness } from "../support/harness.js";
 
 const PERMISSIONS_VIOLATION = /Permissions Violation/i;
 
@@ -53,15 +53,6 @@ async function verifyLog(h: Harness, js: JetStreamClient, jsm: JetStreamManager)
   const lastSeq = (await jsm.streams.info(LOG_STREAM)).state.last_seq;
   for await (const e of readLog(js, jsm, { fromSeq: 1 })) verifier.add(e);
   return verifier.finish(lastSeq);
-}
-
-/** Resolves when an asynchronous condition holds, polling it (never a fixed sleep). */
-async function eventually(check: () => Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
-  const start = Date.now();
-  while (!(await check())) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 /** Errors the server reported asynchronously on a connection (e.g. a refused publish). */
