@@ -10,6 +10,7 @@ import { createInterface } from "node:readline";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cliEntry } from "../../src/runtime/paths.js";
+import { until } from "../support/harness.js";
 
 const run = promisify(execFile);
 
@@ -109,6 +110,24 @@ describe("maxwell CLI", () => {
     expect(await stopDaemon(d.child)).toBe(0);
     daemon = undefined;
     expect((await maxwell(dir, "status")).stdout).toMatch(/not running/);
+  });
+
+  it("log --follow prints new events as they are logged and stops cleanly on SIGINT", async () => {
+    const d = startDaemon(dir);
+    daemon = d.child;
+    await d.ready;
+    const follower = spawn(process.execPath, [cliEntry(), "--data", dir, "log", "--follow", "--type", "message"], { stdio: ["ignore", "pipe", "pipe"] });
+    const lines: string[] = [];
+    createInterface({ input: follower.stdout! }).on("line", (line) => lines.push(line));
+    const exited = new Promise<number | null>((r) => follower.once("exit", (code) => r(code)));
+    // The three earlier sends are printed first; then a new one appears while following.
+    await until(() => lines.length >= 3, "the earlier messages", 15_000);
+    expect((await maxwell(dir, "send", "--as", "alice", "--to", "echo", "followed")).code).toBe(0);
+    await until(() => lines.some((l) => l.includes("followed")), "the new message while following", 15_000);
+    follower.kill("SIGINT");
+    expect(await exited).toBe(0);
+    expect(await stopDaemon(d.child)).toBe(0);
+    daemon = undefined;
   });
 
   it("verify names the first edited event in the stored log", async () => {
