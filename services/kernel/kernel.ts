@@ -139,7 +139,8 @@ export class Kernel {
   private kernelPublicKey!: string;
   private checkpointTimer: NodeJS.Timeout | undefined;
   private sinceCheckpoint = 0;
-  private registering: Promise<unknown> = Promise.resolve();
+  /** Admin writes (registrations, policy applies, control) run one at a time, in order. */
+  private adminWrites: Promise<unknown> = Promise.resolve();
   private deliverer!: Deliverer;
   private js!: JetStreamClient;
   private readonly startedAt = Date.now();
@@ -511,8 +512,8 @@ export class Kernel {
       const body = msg.data.length > 0 ? decodeMap(msg.data) : {};
       switch (op) {
         case AdminOp.Register: {
-          const run = this.registering.then(() => this.register(body as unknown as RegisterRequest));
-          this.registering = run.catch(() => undefined);
+          const run = this.adminWrites.then(() => this.register(body as unknown as RegisterRequest));
+          this.adminWrites = run.catch(() => undefined);
           reply = { ok: true, result: await run };
           break;
         }
@@ -526,14 +527,14 @@ export class Kernel {
           reply = { ok: true, result: await this.policyTest(body as unknown as PolicyTestRequest) };
           break;
         case AdminOp.PolicyApply: {
-          const run = this.registering.then(() => this.policyApply(body as unknown as { text: unknown }));
-          this.registering = run.catch(() => undefined);
+          const run = this.adminWrites.then(() => this.policyApply(body as unknown as { text: unknown }));
+          this.adminWrites = run.catch(() => undefined);
           reply = { ok: true, result: await run };
           break;
         }
         case AdminOp.Control: {
-          const run = this.registering.then(() => this.control(body as unknown as ControlRequest));
-          this.registering = run.catch(() => undefined);
+          const run = this.adminWrites.then(() => this.control(body as unknown as ControlRequest));
+          this.adminWrites = run.catch(() => undefined);
           reply = { ok: true, result: await run };
           break;
         }

@@ -28,7 +28,7 @@
  */
 import { Packr } from "msgpackr";
 import type { NamespaceId } from "./namespace.js";
-import type { MemoryValue, Provenance, RecordKind } from "./record.js";
+import type { MemoryRecord, RecordKind } from "./record.js";
 
 /** Bump when a stored shape or the tokenizer changes; a store of another format is rebuilt. */
 export const STORE_FORMAT = 1;
@@ -48,18 +48,14 @@ export type Table = (typeof Table)[keyof typeof Table];
 /** A key of the `records` table. */
 export type RecordKey = [NamespaceId, RecordKind, string];
 
-/** A stored record, without what its key already says. Field order is fixed (digest). */
-export interface RecordRow {
-  version: number;
-  at: number;
-  expiresAt?: number;
-  tags: string[];
-  text?: string;
-  value: MemoryValue;
-  provenance: Provenance;
+/**
+ * A stored record, without what its key already says. Field order is fixed by the code that
+ * builds rows (the digest depends on it).
+ */
+export type RecordRow = Omit<MemoryRecord, "namespace" | "kind" | "key" | "vector"> & {
   /** Whether a vector is stored for this version. */
   vector: boolean;
-}
+};
 
 /** What full-text search keeps per indexed record: enough to filter without the record. */
 export interface DocRow {

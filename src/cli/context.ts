@@ -9,7 +9,7 @@ import { AdminClient } from "../runtime/admin-client.js";
 import { readJson, startEmbedded } from "../runtime/deployment.js";
 import { connectNats, jetstream, jetstreamManager, readLog } from "../transport/connection.js";
 import { dataLayout, resolveDataDir, type DataLayout } from "../runtime/paths.js";
-import type { DaemonInfo } from "../runtime/supervisor.js";
+import { isProcessAlive, type DaemonInfo } from "../runtime/supervisor.js";
 
 export interface GlobalOptions {
   data?: string;
@@ -57,16 +57,7 @@ export function cliContext(opts: GlobalOptions): CliContext {
     if (!existsSync(path)) throw new MaxwellError(ErrorCode.NotFound, `admin credential ${path} not found (pass --creds FILE or --data DIR)`);
     return path;
   };
-  const running = (): boolean => {
-    const d = daemon();
-    if (!d) return false;
-    try {
-      process.kill(d.pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  };
+  const running = (): boolean => isProcessAlive(daemon()?.pid);
   return {
     layout,
     natsUrl,
@@ -77,18 +68,7 @@ export function cliContext(opts: GlobalOptions): CliContext {
       if (opts.nats || process.env["MAXWELL_NATS_URL"] || running()) {
         const admin = await AdminClient.connect(natsUrl(), adminCreds(), { reconnect: true });
         return {
-          async *entries({ from, follow, signal }) {
-            let next = from;
-            while (!signal?.aborted) {
-              const batch = await admin.read({ from: next, max: 1000 });
-              for (const e of batch.entries) yield e;
-              const last = batch.entries.at(-1);
-              if (last) next = last.seq + 1;
-              if (batch.entries.length > 0 && next <= batch.lastSeq) continue;
-              if (!follow) return;
-              await new Promise((r) => setTimeout(r, FOLLOW_POLL_MS));
-            }
-          },
+          entries: ({ from, follow, signal }) => admin.entries(from, { follow, pollMs: FOLLOW_POLL_MS, ...(signal ? { signal } : {}) }),
           lastSeq: async () => (await admin.read({ from: Number.MAX_SAFE_INTEGER, max: 1 })).lastSeq,
           close: () => admin.close(),
         };

@@ -44,6 +44,23 @@ export class AdminClient {
   read(req: ReadRequest): Promise<ReadResult> {
     return this.call("read", req, 30_000);
   }
+
+  /**
+   * Every entry from `from` on, in order, read through the kernel in pages. Ends at the log's
+   * end, or with `follow` keeps asking every `pollMs` until `signal` aborts.
+   */
+  async *entries(from: number, opts: { follow?: boolean; pollMs?: number; signal?: AbortSignal } = {}): AsyncGenerator<ReadResult["entries"][number]> {
+    let next = from;
+    while (!opts.signal?.aborted) {
+      const batch = await this.read({ from: next, max: 1000 });
+      for (const e of batch.entries) yield e;
+      const last = batch.entries.at(-1);
+      if (last) next = last.seq + 1;
+      if (batch.entries.length > 0 && next <= batch.lastSeq) continue;
+      if (!opts.follow) return;
+      await new Promise((r) => setTimeout(r, opts.pollMs ?? 300));
+    }
+  }
   /** Re-evaluates recorded decisions under a candidate policy set; changes nothing. */
   policyTest(req: PolicyTestRequest): Promise<PolicyTestResult> {
     return this.call("policy-test", req, 60_000);

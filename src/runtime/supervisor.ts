@@ -105,7 +105,7 @@ export class Supervisor {
     mkdirSync(this.layout.logs, { recursive: true });
     mkdirSync(this.layout.run, { recursive: true });
     const existing = readJson<DaemonInfo>(this.layout.daemon);
-    if (existing && isAlive(existing.pid) && existing.pid !== process.pid) {
+    if (existing && isProcessAlive(existing.pid) && existing.pid !== process.pid) {
       throw new MaxwellError(ErrorCode.Conflict, `a daemon is already running for ${this.layout.root} (pid ${existing.pid}, ${existing.natsUrl}); stop it first`);
     }
 
@@ -313,7 +313,9 @@ export class Supervisor {
   }
 }
 
-function isAlive(pid: number): boolean {
+/** Whether a process with this pid exists (signal 0 checks without signalling). */
+export function isProcessAlive(pid: number | undefined): boolean {
+  if (pid === undefined) return false;
   try {
     process.kill(pid, 0);
     return true;

@@ -79,13 +79,7 @@ describe("agent control", () => {
     expect(fence).not.toContain("from-quarantine");
 
     const events: LogEvent[] = [];
-    for (let from = 1; ; ) {
-      const batch = await h.admin.read({ from, max: 1000 });
-      events.push(...batch.entries.map((e) => decodeMap(e.data) as unknown as LogEvent));
-      const last = batch.entries.at(-1);
-      if (!last || last.seq >= batch.lastSeq) break;
-      from = last.seq + 1;
-    }
+    for await (const e of h.admin.entries(1)) events.push(decodeMap(e.data) as unknown as LogEvent);
     const controls = events.filter((e) => e.type === EventType.AgentControlled).map((e) => (e.type === EventType.AgentControlled ? e.state : ""));
     expect(controls).toEqual(["paused", "running", "quarantined", "running"]);
     const refusals = events.filter((e) => e.type === EventType.Denied && e.actor === "worker").map((e) => (e.type === EventType.Denied ? e.decision.policies[0] : ""));

@@ -1,17 +1,8 @@
 /** `maxwell status`: is the daemon up, where, and which durability guarantee is in force. */
 import type { Command } from "commander";
 import type { KernelStatus } from "../../runtime/admin.js";
+import { isProcessAlive } from "../../runtime/supervisor.js";
 import { cliContext, fail, type GlobalOptions } from "../context.js";
-
-function alive(pid: number | undefined): boolean {
-  if (pid === undefined) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 export function registerStatus(program: Command, globals: () => GlobalOptions): void {
   program
@@ -22,7 +13,7 @@ export function registerStatus(program: Command, globals: () => GlobalOptions): 
       try {
         const ctx = cliContext(globals());
         const daemon = ctx.daemon();
-        const running = daemon !== undefined && alive(daemon.pid);
+        const running = daemon !== undefined && isProcessAlive(daemon.pid);
         let kernel: KernelStatus | undefined;
         let kernelError: string | undefined;
         if (running || globals().nats) {
@@ -59,7 +50,7 @@ export function registerStatus(program: Command, globals: () => GlobalOptions): 
               kernel
                 ? `kernel      pid ${daemon.kernel.pid ?? "?"}, log head #${kernel.seq}, ${kernel.identities} identities, policy set ${kernel.policySet.slice(0, 12)}… (${kernel.policies.join(", ")}), last checkpoint #${kernel.lastCheckpoint}, ${kernel.pendingRequests} pending requests`
                 : `kernel      not answering: ${kernelError ?? "unknown"}`,
-              `agents      ${agents.length === 0 ? "none" : agents.map(([n, a]) => `${n}${alive(a.pid) ? "" : " (down)"}${a.restarts ? ` restarts=${a.restarts}` : ""}`).join(", ")}`,
+              `agents      ${agents.length === 0 ? "none" : agents.map(([n, a]) => `${n}${isProcessAlive(a.pid) ? "" : " (down)"}${a.restarts ? ` restarts=${a.restarts}` : ""}`).join(", ")}`,
               `data        ${ctx.layout.root}`,
               "",
             ].join("\n"),
