@@ -39,7 +39,23 @@ export function formatEvent(e: LogEvent): string {
       return `${head}genesis  kernel key ${e.kernelKey}`;
     case "agent.controlled":
       return `${head}control  ${e.agent} is now ${e.state.toUpperCase()}${e.reason ? `: ${e.reason}` : ""}`;
+    case "effect.started":
+      return `${head}${e.kind.padEnd(8)} ${e.actor} → ${e.target} ${e.op}  for ${e.principal}  allow [${e.decision.policies.join(",")}]${labels(e.labels)}${e.approval ? `  approved ${e.approval.slice(-8)}` : ""}  ${short(e.args)}`;
+    case "effect.completed":
+      return `${head}result   ${e.actor} ← ${e.target}  ${e.error ? `error ${e.error.code}: ${e.error.message}` : short(e.result)}${labels(e.labels)}${e.usage ? `  tokens ${e.usage.inputTokens}+${e.usage.outputTokens} (${e.usage.model})` : ""}${e.redactions ? `  REDACTED ${e.redactions}` : ""}`;
+    case "budget.set":
+      return `${head}budget   ${e.scope} ${e.name}: ${Object.keys(e.limits).length ? short(e.limits) : "cleared"}`;
+    case "approval.requested":
+      return `${head}HELD     ${e.actor} ${e.op}${e.request.to ? ` → ${e.request.to}` : ""}  for ${e.principal}  approval ${e.id}: ${e.reason}${labels(e.labels)}  expires ${new Date(e.expiresAt).toISOString()}`;
+    case "approval.decided":
+      return `${head}${e.verdict === "approve" ? "APPROVED" : "REFUSED "} ${e.approval} by ${e.by}${e.reason ? `: ${e.reason}` : ""}`;
+    case "tool.registered":
+      return `${head}tool     ${e.manifest.name}@${e.manifest.version} (${e.manifest.effect}) pinned ${e.hash.slice(0, 12)}…`;
   }
+}
+
+function labels(l: string[] | undefined): string {
+  return l && l.length > 0 ? `  labels ${l.join(",")}` : "";
 }
 
 /** Whether an event concerns `name` (as actor, target, or registered identity). */

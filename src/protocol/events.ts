@@ -5,6 +5,7 @@
  * kernel validates incoming syscalls against.
  */
 import type { WireError } from "./errors.js";
+import type { Labels, ToolManifest, Usage } from "./services.js";
 import type { EventId, SyscallId, TraceId } from "./ids.js";
 
 /** Version of the event format. */
@@ -21,6 +22,12 @@ export const EventType = {
   Record: "record",
   Checkpoint: "checkpoint",
   AgentControlled: "agent.controlled",
+  EffectStarted: "effect.started",
+  EffectCompleted: "effect.completed",
+  BudgetSet: "budget.set",
+  ApprovalRequested: "approval.requested",
+  ApprovalDecided: "approval.decided",
+  ToolRegistered: "tool.registered",
 } as const;
 export type EventType = (typeof EventType)[keyof typeof EventType];
 
@@ -184,6 +191,115 @@ export interface CheckpointEvent extends EventBase {
   sig: string;
 }
 
+/** The kinds of effect syscall: a model call, a tool call, a memory operation. */
+export type EffectKind = "llm" | "tool" | "mem";
+
+/** What an effect holds of a budget until it settles. */
+export interface Reservation {
+  tokens?: number;
+  /** Millionths of a US dollar. */
+  microUsd?: number;
+  toolCalls?: number;
+}
+
+/**
+ * An effect the kernel allowed and is about to carry out: written before the service is called,
+ * so a crash mid-call leaves the intent in the log. Memory writes take effect from this event.
+ */
+export interface EffectStartedEvent extends EventBase, CausedFields {
+  type: typeof EventType.EffectStarted;
+  kind: EffectKind;
+  /** Service operation (e.g. `complete`, `call`, `put`). */
+  op: string;
+  /** Model, tool or memory namespace. */
+  target: string;
+  args: unknown;
+  decision: Decision;
+  /** Labels of everything that influenced the call. */
+  labels: Labels;
+  reserved?: Reservation;
+  /** For held effects: the approval that released it. */
+  approval?: EventId;
+}
+
+/** The outcome of an effect, recorded before the agent sees it. */
+export interface EffectCompletedEvent extends EventBase, CausedFields {
+  type: typeof EventType.EffectCompleted;
+  /** Id of the effect.started event. */
+  effect: EventId;
+  kind: EffectKind;
+  op: string;
+  target: string;
+  result?: unknown;
+  error?: WireError;
+  /** Labels of the result: the call's labels joined with what the service added. */
+  labels: Labels;
+  usage?: Usage;
+  /** What the effect actually cost (settles the reservation). */
+  spent?: Reservation;
+  /** Secret values and credential shapes removed from the result before it was recorded. */
+  redactions?: number;
+}
+
+/** Who a budget limits. `trace` budgets apply to each trace separately. */
+export type BudgetScope = "principal" | "agent" | "trace";
+
+/** Limits of one budget; an absent field is unlimited. */
+export interface BudgetLimits {
+  tokens?: number;
+  microUsd?: number;
+  toolCalls?: number;
+  /** Messages and requests sent per rolling minute. */
+  messagesPerMinute?: number;
+  /** Requests and effects outstanding at once. */
+  concurrent?: number;
+  /** Approvals waiting for a human at once. */
+  pendingApprovals?: number;
+}
+
+/** An operator set (or cleared, with `limits` empty) a budget. */
+export interface BudgetSetEvent extends EventBase {
+  type: typeof EventType.BudgetSet;
+  scope: BudgetScope;
+  /** Principal or agent name; `*` for the default of every trace (scope `trace`). */
+  name: string;
+  limits: BudgetLimits;
+}
+
+/** A syscall held for a human: the exact request, bound by digest, waiting until `expiresAt`. */
+export interface ApprovalRequestedEvent extends EventBase, CausedFields {
+  type: typeof EventType.ApprovalRequested;
+  /** Syscall op held (`send`, `request`, `tool`, `llm`, `mem`). */
+  op: string;
+  /** The held request as the actor sent it. */
+  request: SyscallRequest;
+  /** sha256 over actor, op and the canonical request: what an approver must name. */
+  digest: string;
+  /** Why it is held: the annotation's value and the policies that asked for it. */
+  reason: string;
+  decision: Decision;
+  labels: Labels;
+  expiresAt: number;
+}
+
+/** A human's (or the clock's) decision on a held request. */
+export interface ApprovalDecidedEvent extends EventBase {
+  type: typeof EventType.ApprovalDecided;
+  approval: EventId;
+  verdict: "approve" | "deny";
+  /** The principal who decided, or `kernel` when the approval expired. */
+  by: string;
+  reason?: string;
+}
+
+/** An operator registered (or re-approved) a tool manifest; its hash is pinned. */
+export interface ToolRegisteredEvent extends EventBase {
+  type: typeof EventType.ToolRegistered;
+  manifest: ToolManifest;
+  /** sha256 of the manifest's canonical JSON. */
+  hash: string;
+}
+
 export type LogEvent =
   | GenesisEvent
   | PolicyLoadedEvent
@@ -194,7 +310,13 @@ export type LogEvent =
   | RejectedEvent
   | RecordEvent
   | CheckpointEvent
-  | AgentControlledEvent;
+  | AgentControlledEvent
+  | EffectStartedEvent
+  | EffectCompletedEvent
+  | BudgetSetEvent
+  | ApprovalRequestedEvent
+  | ApprovalDecidedEvent
+  | ToolRegisteredEvent;
 
 /** A log event before the appender assigns its place in the chain. */
 export type PendingEvent = LogEvent extends infer E
@@ -237,6 +359,10 @@ export interface SyscallResult {
   repeated?: boolean;
   /** For a repeated request whose reply is already in the log. */
   reply?: ReplyEvent;
+  /** For effect syscalls: the recorded outcome. */
+  effect?: { result?: unknown; error?: WireError; labels: Labels; usage?: Usage };
+  /** Labels of the event (what the recipient of it will be tainted with). */
+  labels?: Labels;
 }
 
 /** What an agent publishes on `mx.sys.<agent>.ack`: transport-level, never logged. */

@@ -55,3 +55,5 @@ export { parseAck, parseLogEvent, parseSyscallRequest } from "./schemas.js";
 export { ChainVerifier, GENESIS_PREV, entryHash } from "./chain.js";
 export type { ChainProblem, SignatureCheck, StoredEntry, VerifyReport } from "./chain.js";
 export { formatTraceparent, newSpanId, newTraceId, parseTraceparent } from "./trace.js";
+export { Label, ServiceName, ServiceOp, ToolEffect, joinLabels, serviceSubjects } from "./services.js";
+export type { Labels, ServiceCall, ServiceReply, ToolManifest, Usage } from "./services.js";

@@ -6,7 +6,8 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
-import { accountJwts, grantsFor, loadOrCreateAuthority, mintUser, writeSecret, type Authority } from "../transport/identity.js";
+import { accountJwts, grantsFor, loadOrCreateAuthority, mintUser, writeSecret, type Authority, type Grants } from "../transport/identity.js";
+import { ServiceName, serviceSubjects } from "../protocol/services.js";
 import {
   durabilityOf,
   findNatsServer,
@@ -51,12 +52,14 @@ export async function prepareDataDir(opts: PrepareOptions & { version: ServerVer
   return { layout, authority, configText };
 }
 
-/** Mints the kernel's and the admin CLI's credentials when they are not there yet. */
+/** Mints the kernel's, the admin CLI's and each service's credentials when they are not there yet. */
 export async function ensureCreds(layout: DataLayout, authority: Authority): Promise<void> {
-  for (const [name, grants] of [
+  const all: [string, Grants][] = [
     ["kernel", grantsFor.kernel()],
     ["admin", grantsFor.admin()],
-  ] as const) {
+    ...Object.values(ServiceName).map((s): [string, Grants] => [serviceSubjects.identity(s), grantsFor.service(s)]),
+  ];
+  for (const [name, grants] of all) {
     const path = layout.credsOf(name);
     if (existsSync(path)) continue;
     const minted = await mintUser(authority.account, `maxwell-${name}`, grants);

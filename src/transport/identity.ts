@@ -9,6 +9,7 @@ import { dirname, join } from "node:path";
 import * as jwt from "@nats-io/jwt";
 import { createAccount, createOperator, createServer, fromPublic, fromSeed, type KeyPair } from "@nats-io/nkeys";
 import { ErrorCode, MaxwellError } from "../protocol/errors.js";
+import { serviceSubjects } from "../protocol/services.js";
 import { subjects } from "../protocol/subjects.js";
 
 export type { KeyPair };
@@ -120,6 +121,8 @@ export function claimsUpdateSubject(accountPublicKey: string): string {
 export interface Grants {
   pub: string[];
   sub: string[];
+  /** May answer the requests it receives (NATS `allow_responses`, one answer each). */
+  respond?: boolean;
 }
 
 /** The server-side perimeter of each kind of identity. */
@@ -153,6 +156,15 @@ export const grantsFor = {
   admin(): Grants {
     return { pub: [subjects.allAdmin()], sub: ["_INBOX.>"] };
   },
+  /**
+   * A service behind the kernel (model gateway, tools, memory): it receives only the kernel's
+   * calls on its own subjects and may answer each once. It publishes nowhere else: its only
+   * publish grant is its own inbox, which nothing else reads.
+   */
+  service(service: string): Grants {
+    const inbox = subjects.inboxOf(serviceSubjects.identity(service));
+    return { pub: [inbox], sub: [serviceSubjects.all(service), inbox], respond: true };
+  },
 } as const;
 
 export interface MintedUser {
@@ -170,6 +182,7 @@ export async function mintUser(account: KeyPair, name: string, grants: Grants): 
     ...UNLIMITED_NATS,
     pub: { allow: grants.pub, deny: [] },
     sub: { allow: grants.sub, deny: [] },
+    ...(grants.respond ? { resp: { max: 1, ttl: 0 } } : {}),
   });
   return { name, publicKey: user.getPublicKey(), jwt: token, creds: jwt.fmtCreds(token, user) };
 }
