@@ -34,6 +34,8 @@ import {
   parseSyscallRequest,
   parseSyscallSubject,
   parseTraceparent,
+  ServiceName,
+  serviceSubjects,
   subjects,
   type EventId,
   type IdentityKind,
@@ -502,7 +504,9 @@ export class Kernel {
 
   private async onAdmin(msg: Msg): Promise<void> {
     const op = msg.subject.split(".").pop();
-    if (!msg.reply?.startsWith("_INBOX.")) {
+    // The memory service reads the log (only) with its own inbox; everyone else is the admin CLI.
+    const serviceRead = op === AdminOp.Read && msg.reply?.startsWith(`${subjects.inboxPrefix(serviceSubjects.identity(ServiceName.Memory))}.`);
+    if (!msg.reply?.startsWith("_INBOX.") && !serviceRead) {
       // Same reason as for syscalls: answers go only to the admin's own inbox.
       this.opts.log.warn({ op, reply: msg.reply?.slice(0, 200) }, "admin request refused: reply subject is not an _INBOX subject");
       return;
@@ -703,6 +707,7 @@ export class Kernel {
     const kind: unknown = req.kind;
     if (!isName(name)) throw new MaxwellError(ErrorCode.BadRequest, `invalid name ${JSON.stringify(name)}: use 1-64 characters from a-z, 0-9, '-', '_', starting with a letter`);
     if (RESERVED_NAMES.has(name)) throw new MaxwellError(ErrorCode.BadRequest, `'${name}' is reserved for the kernel`);
+    if (name.startsWith("svc-")) throw new MaxwellError(ErrorCode.BadRequest, `'${name}': names starting with 'svc-' are reserved for the services behind the kernel`);
     if (kind !== "agent" && kind !== "principal") throw new MaxwellError(ErrorCode.BadRequest, `kind must be 'agent' or 'principal', not ${JSON.stringify(kind)}`);
     const groups: unknown = req.groups ?? [];
     if (!Array.isArray(groups) || !groups.every(isName)) throw new MaxwellError(ErrorCode.BadRequest, "groups must be a list of valid names");

@@ -54,6 +54,8 @@ export const AdminOp = {
   PolicyApply: "policy-apply",
   /** Pause, resume, quarantine or release an agent; logged. */
   Control: "control",
+  /** Memory for people (ls, get, search, export, digest): forwarded to the memory service. */
+  Memory: "memory",
 } as const;
 export type AdminOp = (typeof AdminOp)[keyof typeof AdminOp];
 

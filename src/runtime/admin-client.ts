@@ -9,8 +9,12 @@ import type { AdminReply, ControlRequest, ControlResult, IdentitySummary, Kernel
 export class AdminClient {
   private constructor(readonly nc: NatsConnection) {}
 
-  static async connect(servers: string, creds: string | Uint8Array, opts: { reconnect?: boolean } = {}): Promise<AdminClient> {
-    const nc = await connectNats({ servers, creds, name: "maxwell-admin", reconnect: opts.reconnect ?? false });
+  /**
+   * `inboxPrefix` is for services that read the log through the kernel (the memory service): they
+   * may not subscribe to `_INBOX.>`, only to their own inbox under `mx.rep.svc-<name>`.
+   */
+  static async connect(servers: string, creds: string | Uint8Array, opts: { reconnect?: boolean; inboxPrefix?: string; name?: string } = {}): Promise<AdminClient> {
+    const nc = await connectNats({ servers, creds, name: opts.name ?? "maxwell-admin", reconnect: opts.reconnect ?? false, ...(opts.inboxPrefix ? { inboxPrefix: opts.inboxPrefix } : {}) });
     return new AdminClient(nc);
   }
 
@@ -39,6 +43,10 @@ export class AdminClient {
   }
   status(): Promise<KernelStatus> {
     return this.call("status", {});
+  }
+  /** A memory operation for people, forwarded by the kernel to the memory service. */
+  memory<T = unknown>(body: Record<string, unknown>, timeoutMs = 30_000): Promise<T> {
+    return this.call("memory", body, timeoutMs);
   }
   /** Raw log entries from `from` on, as stored. */
   read(req: ReadRequest): Promise<ReadResult> {

@@ -163,7 +163,9 @@ export const grantsFor = {
    */
   service(service: string): Grants {
     const inbox = subjects.inboxOf(serviceSubjects.identity(service));
-    return { pub: [inbox], sub: [serviceSubjects.all(service), inbox], respond: true };
+    // The memory service rebuilds its store from the log, which it reads through the kernel.
+    const reads = service === "memory" ? [subjects.admin("read")] : [];
+    return { pub: [inbox, ...reads], sub: [serviceSubjects.all(service), inbox], respond: true };
   },
 } as const;
 
