@@ -27,6 +27,8 @@ const REQUEST: DecisionRequest = {
   resource: { type: "Agent", name: "bench-b", groups: ["workers"] },
   principal: "bench-a",
   depth: 0,
+  labels: [],
+  at: Date.UTC(2026, 0, 1),
 };
 
 function check(engine: PolicyEngine, req: DecisionRequest): void {
@@ -65,7 +67,7 @@ export function measurePolicy(say: (line: string) => void): PolicyResults {
   }
   const distinctPerSec = (3000 * 1000) / (performance.now() - t);
 
-  say("delegated authority (agent for a principal: two questions), N=3000 uncached, 500000 cached");
+  say("delegated authority with labels (agent for a principal: two questions), N=3000 uncached, 500000 cached");
   const delegatedReq: AuthorityRequest = {
     actor: REQUEST.actor,
     action: REQUEST.action,
@@ -73,6 +75,9 @@ export function measurePolicy(say: (line: string) => void): PolicyResults {
     onBehalfOf: { type: "Principal", name: "alice", groups: [] },
     principal: "alice",
     depth: 1,
+    // Labels on: the context carries them and the cache key includes them.
+    labels: ["conf:internal", "untrusted"],
+    at: REQUEST.at,
   };
   const delegatedUs: number[] = [];
   t = performance.now();

@@ -19,15 +19,17 @@ export interface AuthorityRequest {
   onBehalfOf: Entity | undefined;
   principal: string;
   depth: number;
+  labels: readonly string[];
+  at: number;
 }
 
 /** Whose grants denied, for the error message. */
 export type Denier = "actor" | "principal" | undefined;
 
 export function authorize(policy: PolicyEngine, req: AuthorityRequest): { decision: Decision; denier: Denier } {
-  const asActor = policy.decide({ actor: req.actor, action: req.action, resource: req.resource, principal: req.principal, depth: req.depth });
+  const asActor = policy.decide({ actor: req.actor, action: req.action, resource: req.resource, principal: req.principal, depth: req.depth, labels: req.labels, at: req.at });
   if (asActor.effect !== "allow" || !req.onBehalfOf) return { decision: asActor, denier: asActor.effect === "allow" ? undefined : "actor" };
-  const asPrincipal = policy.decide({ actor: req.onBehalfOf, action: req.action, resource: req.resource, principal: req.principal, depth: req.depth });
+  const asPrincipal = policy.decide({ actor: req.onBehalfOf, action: req.action, resource: req.resource, principal: req.principal, depth: req.depth, labels: req.labels, at: req.at });
   const policies = [...asActor.policies, ...asPrincipal.policies.map((p) => `${PRINCIPAL_PREFIX}${p}`)];
   if (asPrincipal.effect === "allow") return { decision: { effect: "allow", policies, policySet: asActor.policySet }, denier: undefined };
   const decision: Decision = { effect: "deny", policies, policySet: asActor.policySet };

@@ -79,7 +79,8 @@ import type {
 import type { Logger } from "../../src/runtime/logger.js";
 import { Appender } from "./appender.js";
 import { Deliverer } from "./deliverer.js";
-import { RESERVED_NAMES, decideSyscall, timeoutReply } from "./decide.js";
+import { RESERVED_NAMES, decideSyscall, timeoutReply, type MemoryRules, type Outcome } from "./decide.js";
+import { EffectRunner } from "./effects.js";
 import { PolicyEngine } from "./policy.js";
 import { whatIf } from "./what-if.js";
 import { evolve, initialState, syscallKey, type KernelState } from "./state.js";
@@ -111,6 +112,11 @@ export interface KernelOptions {
   log: Logger;
   checkpointEvery?: number;
   checkpointIntervalMs?: number;
+  /** The data directory: where the secret store and memory keys live (absent: no secrets). */
+  dataDir?: string;
+  /** How long a held action waits for a human (default 15 minutes). */
+  approvalTtlMs?: number;
+  memory?: MemoryRules;
 }
 
 const tracer = trace.getTracer("maxwell-kernel");
@@ -144,6 +150,8 @@ export class Kernel {
   /** Admin writes (registrations, policy applies, control) run one at a time, in order. */
   private adminWrites: Promise<unknown> = Promise.resolve();
   private deliverer!: Deliverer;
+  private effects!: EffectRunner;
+  private readonly approvalTimers = new Map<EventId, NodeJS.Timeout>();
   private js!: JetStreamClient;
   private readonly startedAt = Date.now();
   private stopping = false;
@@ -194,7 +202,18 @@ export class Kernel {
     }
     await this.loadPolicies();
 
+    this.effects = new EffectRunner({
+      nc: this.nc,
+      appender: this.appender,
+      state: this.state,
+      log,
+      ...(this.opts.dataDir ? { dataDir: this.opts.dataDir } : {}),
+    });
     for (const [id, deadline] of this.state.pending) this.armTimeout(id, deadline);
+    for (const approval of this.state.approvals.values()) {
+      if (approval.status === "pending") this.armApproval(approval.id, approval.expiresAt);
+    }
+    await this.effects.recoverInterrupted();
     if (this.revocations().size > 0) await this.pushRevocations();
 
     for (const identity of this.state.identities.values()) {
@@ -220,6 +239,11 @@ export class Kernel {
       }),
     );
     await this.nc.flush();
+    for (const approval of this.state.approvals.values()) {
+      if (approval.status === "approved" && this.state.syscalls.get(syscallKey(approval.actor, approval.request.id))?.held === approval.id) {
+        void this.release(approval.id);
+      }
+    }
     const interval = this.opts.checkpointIntervalMs ?? 5000;
     this.checkpointTimer = setInterval(() => {
       if (this.sinceCheckpoint > 0) void this.checkpoint().catch((err: unknown) => log.error({ err: String(err) }, "checkpoint failed"));
@@ -235,6 +259,7 @@ export class Kernel {
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     for (const sub of this.subs) sub.unsubscribe();
     for (const t of this.timers.values()) clearTimeout(t);
+    for (const t of this.approvalTimers.values()) clearTimeout(t);
     await Promise.allSettled([...this.inflight.values()]);
     await this.appender.drain();
     await this.deliverer.stop();
@@ -344,6 +369,21 @@ export class Kernel {
     }
   }
 
+  private decide(actor: string, op: SyscallOp, request: ReturnType<typeof parseSyscallRequest>, headerTrace?: string, approved?: EventId): Outcome {
+    return decideSyscall(this.state, this.policy, {
+      actor,
+      op,
+      request,
+      now: Date.now(),
+      ...(headerTrace ? { headerTrace: headerTrace as never } : {}),
+      newId: newEventId,
+      newTrace: newTraceId,
+      ...(approved ? { approved } : {}),
+      ...(this.opts.approvalTtlMs ? { approvalTtlMs: this.opts.approvalTtlMs } : {}),
+      ...(this.opts.memory ? { memory: this.opts.memory } : {}),
+    });
+  }
+
   private async execute(
     actor: string,
     op: SyscallOp,
@@ -355,29 +395,36 @@ export class Kernel {
   ): Promise<SyscallReply> {
     let outcome;
     try {
-      outcome = decideSyscall(this.state, this.policy, {
-        actor,
-        op,
-        request,
-        now: Date.now(),
-        ...(tp ? { headerTrace: tp.traceId } : {}),
-        newId: newEventId,
-        newTrace: newTraceId,
-      });
+      outcome = this.decide(actor, op, request, tp?.traceId);
     } catch (err) {
       return this.reject(msg, actor, MaxwellError.from(err, ErrorCode.BadRequest));
     }
-    if (outcome.kind === "repeat") return outcome.reply;
+    return this.carryOut(outcome, actor, op, span, answer, (error) => this.reject(msg, actor, error), tp);
+  }
 
+  /** Executes a decision: appends its events, runs its effect, answers. */
+  private async carryOut(
+    outcome: Outcome,
+    actor: string,
+    op: string,
+    span: Span | undefined,
+    answer: (reply: SyscallReply) => void,
+    reject: (error: MaxwellError) => Promise<SyscallReply>,
+    tp?: Traceparent,
+  ): Promise<SyscallReply> {
+    if (outcome.kind === "repeat") {
+      if (outcome.completedSeq !== undefined) return this.effects.answerFromLog(outcome.completedSeq, this.jsm);
+      return outcome.reply;
+    }
     const event = outcome.event;
     if (event.type === EventType.Reply) {
       if (this.answering.has(event.inReplyTo)) {
-        return this.reject(msg, actor, new MaxwellError(ErrorCode.Conflict, `request ${event.inReplyTo} is already being answered`));
+        return reject(new MaxwellError(ErrorCode.Conflict, `request ${event.inReplyTo} is already being answered`));
       }
       this.answering.add(event.inReplyTo);
     }
-    const recording = span.isRecording();
-    if (recording) {
+    const recording = span?.isRecording() ?? false;
+    if (recording && span) {
       if ("decision" in event) {
         span.setAttribute("mx.decision", event.decision.effect);
         span.setAttribute("mx.policies", event.decision.policies.join(","));
@@ -385,8 +432,10 @@ export class Kernel {
       if ("trace" in event) span.setAttribute("mx.trace", event.trace);
     }
     // With no telemetry SDK the span is a no-op with an all-zero id; reuse the caller's span id then.
-    const spanId = recording ? span.spanContext().spanId : (tp?.spanId ?? newSpanId());
+    const spanId = recording && span ? span.spanContext().spanId : (tp?.spanId ?? newSpanId());
     const traceparent = "trace" in event ? formatTraceparent(event.trace, spanId) : undefined;
+    if (outcome.kind === "effect") return this.effects.run(outcome, traceparent);
+    if (outcome.charge) this.state.budgets.hold(outcome.charge);
     try {
       const stored = await this.appender.append(outcome.subject, outcome.msgId, () => event, traceparent);
       // Answer at once: this runs before the connection flushes, so the answer leaves in the same
@@ -395,11 +444,69 @@ export class Kernel {
       answer(reply);
       if (event.type === EventType.Denied) {
         this.opts.log.info({ actor, op, to: event.to, code: event.error.code, policies: event.decision.policies }, "denied");
+      } else if (event.type === EventType.ApprovalRequested) {
+        this.opts.log.warn({ actor, op, approval: event.id, reason: event.reason, expiresAt: new Date(event.expiresAt).toISOString() }, "action held for a human decision");
+      } else if (event.type === EventType.ApprovalDecided) {
+        this.opts.log.info({ approval: event.approval, verdict: event.verdict, by: event.by }, "held action decided");
       }
+      if (outcome.release !== undefined) void this.release(outcome.release);
       return reply;
     } finally {
+      if (outcome.charge) this.state.budgets.release(outcome.charge);
       if (event.type === EventType.Reply) this.answering.delete(event.inReplyTo);
     }
+  }
+
+  /** Carries out a held syscall a human approved: decided again (all but the hold), then executed. */
+  private async release(approvalId: EventId): Promise<void> {
+    const approval = this.state.approvals.get(approvalId);
+    if (!approval) return;
+    const key = syscallKey(approval.actor, approval.request.id);
+    const running = this.inflight.get(key);
+    if (running) return;
+    const work = (async (): Promise<SyscallReply> => {
+      let outcome: Outcome;
+      try {
+        outcome = this.decide(approval.actor, approval.op as SyscallOp, approval.request, undefined, approvalId);
+      } catch (err) {
+        this.opts.log.error({ approval: approvalId, err: String(err) }, "approved action could not be decided");
+        return { ok: false, error: MaxwellError.from(err).toWire() };
+      }
+      return this.carryOut(outcome, approval.actor, approval.op, undefined, () => undefined, async (error) => ({ ok: false, error: error.toWire() }));
+    })();
+    this.inflight.set(key, work);
+    try {
+      const reply = await work;
+      this.opts.log.info({ approval: approvalId, actor: approval.actor, op: approval.op, ok: reply.ok }, "approved action carried out");
+    } catch (err) {
+      this.opts.log.error({ approval: approvalId, err: String(err) }, "approved action failed");
+    } finally {
+      this.inflight.delete(key);
+    }
+  }
+
+  private armApproval(id: EventId, expiresAt: number): void {
+    const fire = (): void => {
+      this.approvalTimers.delete(id);
+      if (this.stopping || this.state.approvals.get(id)?.status !== "pending") return;
+      const eventId = newEventId();
+      void this.appender
+        .append(subjects.logApproval(this.state.approvals.get(id)?.actor ?? "kernel"), `kernel:expire.${id}`, () => ({
+          v: EVENT_VERSION,
+          id: eventId,
+          at: Date.now(),
+          type: EventType.ApprovalDecided,
+          approval: id,
+          verdict: "deny",
+          by: "kernel",
+          reason: "expired: no one decided in time",
+        }))
+        .then(() => this.opts.log.warn({ approval: id }, "held action expired (denied)"))
+        .catch((err: unknown) => this.opts.log.error({ err: String(err), approval: id }, "could not record an approval's expiry"));
+    };
+    const timer = setTimeout(fire, Math.max(0, expiresAt - Date.now()));
+    timer.unref();
+    this.approvalTimers.set(id, timer);
   }
 
   /** Records input that could not be accepted, and answers it with a typed error. */
@@ -426,6 +533,14 @@ export class Kernel {
     this.deliverer.stored(event.seq, subject, data, traceparent);
     this.sinceCheckpoint += 1;
     if (event.type === EventType.Message && event.kind === "request" && event.deadline !== undefined) this.armTimeout(event.id, event.deadline);
+    if (event.type === EventType.ApprovalRequested) this.armApproval(event.id, event.expiresAt);
+    if (event.type === EventType.ApprovalDecided) {
+      const t = this.approvalTimers.get(event.approval);
+      if (t) {
+        clearTimeout(t);
+        this.approvalTimers.delete(event.approval);
+      }
+    }
     if (event.type === EventType.Reply) {
       const t = this.timers.get(event.inReplyTo);
       if (t) {

@@ -10,12 +10,22 @@ import * as cedar from "@cedar-policy/cedar-wasm/nodejs";
 import { ErrorCode, MaxwellError, type Decision } from "../../src/protocol/mod.js";
 import { schemaPath } from "../../src/runtime/paths.js";
 
-export type CedarAction = "message.send" | "message.request" | "message.reply";
+export type CedarAction =
+  | "message.send"
+  | "message.request"
+  | "message.reply"
+  | "llm.complete"
+  | "tool.call"
+  | "memory.read"
+  | "memory.write"
+  | "approval.decide";
 
 export interface Entity {
-  type: "Agent" | "Principal";
+  type: "Agent" | "Principal" | "Model" | "Tool" | "MemoryNamespace";
   name: string;
   groups: readonly string[];
+  /** Attributes besides `name` (Tool: effect; MemoryNamespace: kind, owner). */
+  attrs?: Readonly<Record<string, string>>;
 }
 
 export interface DecisionRequest {
@@ -24,12 +34,18 @@ export interface DecisionRequest {
   resource: Entity;
   principal: string;
   depth: number;
+  /** Information-flow labels of everything that influenced the action. */
+  labels: readonly string[];
+  /** Kernel clock (ms since the epoch): policies see its UTC hour and weekday. */
+  at: number;
 }
 
 export interface LoadedPolicySet {
   hash: string;
   ids: string[];
   text: string;
+  /** Policies annotated `@hold("why")`: when one of them permits, a human must decide. */
+  holds: ReadonlyMap<string, string>;
 }
 
 const NS = "Maxwell";
@@ -39,14 +55,25 @@ function uid(e: { type: string; name: string }): { type: string; id: string } {
 }
 
 function entityJson(e: Entity): cedar.EntityJson {
+  const attrs: Record<string, string> = e.type === "Agent" || e.type === "Principal" ? { name: e.name } : {};
+  if (e.attrs) Object.assign(attrs, e.attrs);
   return {
     uid: { type: `${NS}::${e.type}`, id: e.name },
-    attrs: {},
+    attrs,
     parents: e.groups.map((g) => ({ type: `${NS}::Group`, id: g })),
   };
 }
 
+function entityKey(e: Entity): string {
+  const attrs = e.attrs ? Object.values(e.attrs).join(",") : "";
+  return `${e.type}:${e.name}:${e.groups.join(",")}:${attrs}`;
+}
+
 const ID_ANNOTATION = /@id\(\s*"([^"]+)"\s*\)/;
+const HOLD_ANNOTATION = /@hold\(\s*"([^"]*)"\s*\)/;
+
+/** Prefix the authority check puts on the ids of policies that decided for the principal. */
+const PRINCIPAL_SIDE = "principal:";
 
 /** Splits a policy file into policies keyed by their @id (or policyN when unannotated). */
 function splitPolicies(text: string): Record<string, string> {
@@ -113,9 +140,34 @@ export class PolicyEngine {
     if (pre.type === "failure") {
       throw new MaxwellError(ErrorCode.BadRequest, `policy set does not parse: ${pre.errors.map((e) => e.message).join("; ")}`);
     }
-    this.current = { hash, ids: Object.keys(policies), text };
+    const holds = new Map<string, string>();
+    for (const [pid, ptext] of Object.entries(policies)) {
+      const hold = HOLD_ANNOTATION.exec(ptext);
+      if (!hold) continue;
+      if (!/^\s*(@[^\n]*\n\s*)*permit\s*\(/.test(ptext)) {
+        throw new MaxwellError(ErrorCode.BadRequest, `policy ${pid}: @hold belongs on a permit policy (a forbid already denies)`);
+      }
+      holds.set(pid, hold[1] || "held for a human decision");
+    }
+    this.current = { hash, ids: Object.keys(policies), text, holds };
     this.cache.clear();
     return this.current;
+  }
+
+  /**
+   * Why an allowed decision must wait for a human: the reasons of the `@hold` policies among the
+   * ones that permitted it, or undefined when none asks for a hold.
+   */
+  holdReason(decision: Decision): string | undefined {
+    const holds = this.current?.holds;
+    if (!holds || holds.size === 0 || decision.effect !== "allow") return undefined;
+    const reasons: string[] = [];
+    for (const p of decision.policies) {
+      const id = p.startsWith(PRINCIPAL_SIDE) ? p.slice(PRINCIPAL_SIDE.length) : p;
+      const why = holds.get(id);
+      if (why !== undefined && !reasons.includes(why)) reasons.push(why);
+    }
+    return reasons.length > 0 ? reasons.join("; ") : undefined;
   }
 
   /** Drops cached decisions (identities or their groups changed). */
@@ -127,7 +179,8 @@ export class PolicyEngine {
   decide(req: DecisionRequest): Decision {
     const set = this.current;
     if (!set) return { effect: "deny", policies: [], policySet: "none", errors: ["no policy set loaded"] };
-    const key = `${req.actor.type}:${req.actor.name}:${req.actor.groups.join(",")}|${req.action}|${req.resource.type}:${req.resource.name}:${req.resource.groups.join(",")}|${req.principal}|${req.depth}`;
+    const { hour, weekday } = clock(req.at);
+    const key = `${entityKey(req.actor)}|${req.action}|${entityKey(req.resource)}|${req.principal}|${req.depth}|${req.labels.join(",")}|${hour}|${weekday}`;
     const hit = this.cache.get(key);
     if (hit) return hit;
     const decision = this.evaluate(set, req);
@@ -143,7 +196,7 @@ export class PolicyEngine {
         principal: uid(req.actor),
         action: { type: `${NS}::Action`, id: req.action },
         resource: uid(req.resource),
-        context: { principal: req.principal, depth: req.depth },
+        context: contextOf(req),
         preparsedPolicySetId: `pset-${set.hash.slice(0, 16)}`,
         preparsedSchemaName: "maxwell",
         validateRequest: true,
@@ -166,4 +219,22 @@ export class PolicyEngine {
     }
     return { effect: decision, policies: diagnostics.reason, policySet: set.hash };
   }
+}
+
+function clock(at: number): { hour: number; weekday: number } {
+  const d = new Date(at);
+  return { hour: d.getUTCHours(), weekday: d.getUTCDay() };
+}
+
+function contextOf(req: DecisionRequest): cedar.Context {
+  const { hour, weekday } = clock(req.at);
+  return {
+    principal: req.principal,
+    depth: req.depth,
+    labels: [...req.labels],
+    untrusted: req.labels.includes("untrusted"),
+    confidential: req.labels.some((l) => l.startsWith("conf:")),
+    hour,
+    weekday,
+  };
 }

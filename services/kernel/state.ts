@@ -8,14 +8,21 @@ import {
   ErrorCode,
   EventType,
   GENESIS_PREV,
+  joinLabels,
+  type EffectKind,
   type EventId,
   type IdentityKind,
+  type Labels,
   type LogEvent,
   type ReplyEvent,
+  type Reservation,
   type Scope,
+  type SyscallRequest,
+  type ToolManifest,
   type TraceId,
   type WireError,
 } from "../../src/protocol/mod.js";
+import { Budgets, budgetKeys } from "./budget.js";
 
 /** What a syscall produced, kept so a repeat of it is answered from the log. */
 export interface RecordedSyscall {
@@ -23,6 +30,10 @@ export interface RecordedSyscall {
   seq: number;
   /** Set when the syscall was denied: a repeat is denied the same way. */
   error?: WireError;
+  /** Set while the syscall is held for a human: the approval's event id. */
+  held?: EventId;
+  /** For effects: the seq of the effect.completed event once the outcome is recorded. */
+  completed?: number;
 }
 
 export interface Identity {
@@ -49,6 +60,47 @@ export interface DeliveryFacts {
   scope?: Scope;
   /** For requests: the reply (or kernel timeout) once it is in the log. */
   reply?: ReplyEvent;
+  /** For requests: the delivery whose handling made the request (its taint takes the reply's labels). */
+  cause?: EventId;
+  /**
+   * Labels of everything the recipient has seen while handling this delivery: the event's own
+   * labels, joined with every reply and effect result it got since. Its syscalls carry them.
+   */
+  labels?: Labels;
+}
+
+/** An effect allowed and started whose outcome is not recorded yet. */
+export interface OpenEffect {
+  actor: string;
+  principal: string;
+  trace: TraceId;
+  kind: EffectKind;
+  op: string;
+  target: string;
+  syscall: string;
+  causation?: EventId;
+  labels: Labels;
+  reserved?: Reservation;
+  seq: number;
+}
+
+/** A held action and what became of it. */
+export interface ApprovalFacts {
+  id: EventId;
+  actor: string;
+  principal: string;
+  trace: TraceId;
+  op: string;
+  request: SyscallRequest;
+  digest: string;
+  reason: string;
+  labels: Labels;
+  at: number;
+  expiresAt: number;
+  status: "pending" | "approved" | "denied" | "expired";
+  decidedBy?: string;
+  decidedAt?: number;
+  endorse?: boolean;
 }
 
 export interface KernelState {
@@ -58,6 +110,14 @@ export interface KernelState {
   deliveries: Map<EventId, DeliveryFacts>;
   /** Requests with no reply yet, by event id → deadline. */
   pending: Map<EventId, number>;
+  /** Registered tools by name: the manifest and its pinned hash. */
+  tools: Map<string, { manifest: ToolManifest; hash: string; groups: string[] }>;
+  /** Effects started and not completed, by effect.started event id. */
+  effects: Map<EventId, OpenEffect>;
+  approvals: Map<EventId, ApprovalFacts>;
+  /** Per agent: the join of every label it was ever delivered (for syscalls that name no causation). */
+  agentLabels: Map<string, Labels>;
+  budgets: Budgets;
   policySet: string | undefined;
   kernelKey: string | undefined;
   head: { seq: number; hash: string };
@@ -71,6 +131,11 @@ export function initialState(): KernelState {
     syscalls: new Map(),
     deliveries: new Map(),
     pending: new Map(),
+    tools: new Map(),
+    effects: new Map(),
+    approvals: new Map(),
+    agentLabels: new Map(),
+    budgets: new Budgets(),
     policySet: undefined,
     kernelKey: undefined,
     head: { seq: 0, hash: GENESIS_PREV },
@@ -95,6 +160,32 @@ function remember<K, V>(map: Map<K, V>, key: K, value: V): void {
     map.delete(oldest);
   }
   map.set(key, value);
+}
+
+/** Joins `labels` into what an agent has seen overall. */
+function taintAgent(state: KernelState, agent: string, labels: Labels | undefined): void {
+  if (!labels || labels.length === 0) return;
+  state.agentLabels.set(agent, joinLabels(state.agentLabels.get(agent), labels));
+}
+
+/** Joins `labels` into a delivery's taint (and its recipient's). */
+function taintDelivery(state: KernelState, delivery: EventId | undefined, labels: Labels | undefined): void {
+  if (delivery === undefined || !labels || labels.length === 0) return;
+  const facts = state.deliveries.get(delivery);
+  if (!facts) return;
+  facts.labels = joinLabels(facts.labels, labels);
+  taintAgent(state, facts.to, labels);
+}
+
+/**
+ * The labels a new syscall of `actor` carries: everything it saw while handling the delivery it
+ * names as causation, or, when it names none, everything it was ever delivered (the kernel cannot
+ * know what influenced it, so it assumes all of it). Joined with what the caller adds.
+ */
+export function labelsOf(state: KernelState, actor: string, causation: EventId | undefined, added: Labels | undefined): Labels {
+  const base = causation !== undefined ? state.deliveries.get(causation)?.labels : state.agentLabels.get(actor);
+  if (!added || added.length === 0) return base ?? [];
+  return joinLabels(base, added);
 }
 
 /** Applies one stored event to the state. `hash` is the entry's chain hash. */
@@ -135,7 +226,11 @@ export function evolve(state: KernelState, event: LogEvent, hash: string): Kerne
         state.pending.set(event.id, event.deadline);
       }
       if (event.scope !== undefined) facts.scope = event.scope;
+      if (event.labels !== undefined && event.labels.length > 0) facts.labels = event.labels;
+      if (event.kind === "request" && event.causation !== undefined) facts.cause = event.causation;
       remember(state.deliveries, event.id, facts);
+      taintAgent(state, event.to, event.labels);
+      state.budgets.onMessage(event.actor, event.principal, event.trace, event.at, event.kind === "request");
       break;
     }
     case EventType.Reply: {
@@ -149,10 +244,88 @@ export function evolve(state: KernelState, event: LogEvent, hash: string): Kerne
         kind: "reply",
       });
       const request = state.deliveries.get(event.inReplyTo);
-      if (request) request.reply = event;
+      if (request) {
+        request.reply = event;
+        // The requester's handling of its delivery now depends on the answer.
+        taintDelivery(state, request.cause, event.labels);
+        if (state.pending.has(event.inReplyTo)) state.budgets.onRequestClosed(request.actor, request.principal, request.trace);
+      }
+      taintAgent(state, event.to, event.labels);
       state.pending.delete(event.inReplyTo);
       break;
     }
+    case EventType.EffectStarted: {
+      remember(state.syscalls, syscallKey(event.actor, event.syscall), { event: event.id, seq: event.seq });
+      const open: OpenEffect = {
+        actor: event.actor,
+        principal: event.principal,
+        trace: event.trace,
+        kind: event.kind,
+        op: event.op,
+        target: event.target,
+        syscall: event.syscall,
+        labels: event.labels,
+        seq: event.seq,
+      };
+      if (event.causation !== undefined) open.causation = event.causation;
+      if (event.reserved !== undefined) open.reserved = event.reserved;
+      state.effects.set(event.id, open);
+      state.budgets.onEffectStarted(budgetKeys(event.actor, event.principal, event.trace), event.reserved);
+      break;
+    }
+    case EventType.EffectCompleted: {
+      const open = state.effects.get(event.effect);
+      const recorded = state.syscalls.get(syscallKey(event.actor, event.syscall));
+      if (recorded && recorded.event === event.effect) recorded.completed = event.seq;
+      if (open) {
+        state.effects.delete(event.effect);
+        state.budgets.onEffectCompleted(budgetKeys(open.actor, open.principal, open.trace), open.reserved, event.spent);
+      }
+      // Whatever handled the causing delivery has now seen the result.
+      taintDelivery(state, event.causation, event.labels);
+      taintAgent(state, event.actor, event.labels);
+      break;
+    }
+    case EventType.BudgetSet:
+      state.budgets.setLimits(event.scope, event.name, event.limits);
+      break;
+    case EventType.ApprovalRequested: {
+      remember(state.syscalls, syscallKey(event.actor, event.syscall), { event: event.id, seq: event.seq, held: event.id });
+      state.approvals.set(event.id, {
+        id: event.id,
+        actor: event.actor,
+        principal: event.principal,
+        trace: event.trace,
+        op: event.op,
+        request: event.request,
+        digest: event.digest,
+        reason: event.reason,
+        labels: event.labels,
+        at: event.at,
+        expiresAt: event.expiresAt,
+        status: "pending",
+      });
+      state.budgets.onApprovalOpened(budgetKeys(event.actor, event.principal, event.trace));
+      break;
+    }
+    case EventType.ApprovalDecided: {
+      const approval = state.approvals.get(event.approval);
+      if (!approval || approval.status !== "pending") break;
+      approval.status = event.verdict === "approve" ? "approved" : event.by === "kernel" ? "expired" : "denied";
+      approval.decidedBy = event.by;
+      approval.decidedAt = event.at;
+      if (event.endorse) approval.endorse = true;
+      const key = syscallKey(approval.actor, approval.request.id);
+      if (event.verdict === "deny") {
+        const why = approval.status === "expired" ? "expired before anyone decided" : `was refused by ${event.by}${event.reason ? `: ${event.reason}` : ""}`;
+        remember(state.syscalls, key, { event: event.id, seq: event.seq, error: { code: ErrorCode.Forbidden, message: `held action ${approval.id} ${why}` } });
+      }
+      state.budgets.onApprovalClosed(budgetKeys(approval.actor, approval.principal, approval.trace));
+      break;
+    }
+    case EventType.ToolRegistered:
+      state.tools.set(event.manifest.name, { manifest: event.manifest, hash: event.hash, groups: event.groups ?? [] });
+      break;
     case EventType.Denied:
       // A refusal for now (the agent is paused) is not the answer forever: a retry is judged afresh.
       if (event.error.code !== ErrorCode.Unavailable) {

@@ -255,6 +255,8 @@ export interface BudgetLimits {
   concurrent?: number;
   /** Approvals waiting for a human at once. */
   pendingApprovals?: number;
+  /** Causal hops from the principal's injection (stops loops earlier than the kernel's limit). */
+  depth?: number;
 }
 
 /** An operator set (or cleared, with `limits` empty) a budget. */
@@ -290,6 +292,8 @@ export interface ApprovalDecidedEvent extends EventBase {
   /** The principal who decided, or `kernel` when the approval expired. */
   by: string;
   reason?: string;
+  /** The approver vouches for the inputs: the released action loses the `untrusted` label. */
+  endorse?: boolean;
 }
 
 /** An operator registered (or re-approved) a tool manifest; its hash is pinned. */
@@ -298,6 +302,8 @@ export interface ToolRegisteredEvent extends EventBase {
   manifest: ToolManifest;
   /** sha256 of the manifest's canonical JSON. */
   hash: string;
+  /** Cedar groups the tool joins (e.g. `cleared` for a sink cleared for confidential data). */
+  groups?: string[];
 }
 
 export type LogEvent =
@@ -343,6 +349,8 @@ export interface SyscallRequest {
   error?: { code: WireError["code"]; message: string };
   /** For send and request: narrow what the recipient may do for this work. */
   scope?: Scope;
+  /** Labels the caller adds to its action (it can only add; see {@link Labels}). */
+  labels?: Labels;
 }
 
 /** What the kernel answers a syscall with. */

@@ -31,6 +31,14 @@ export const SyscallOp = {
   Request: "request",
   Reply: "reply",
   Record: "record",
+  /** A model call through the gateway (`to` = model, `body` = Messages API params). */
+  Llm: "llm",
+  /** A tool call (`to` = tool name, `body` = its arguments). */
+  Tool: "tool",
+  /** A memory operation (`to` = namespace, `body` = `{ op, ...args }`). */
+  Mem: "mem",
+  /** A principal decides a held action (`body` = `{ approval, digest, verdict, reason? }`). */
+  Approve: "approve",
   /** Transport-level: acknowledges deliveries; not a logged action (see schemas/ack.json). */
   Ack: "ack",
 } as const;
@@ -54,6 +62,16 @@ export const AdminOp = {
   PolicyApply: "policy-apply",
   /** Pause, resume, quarantine or release an agent; logged. */
   Control: "control",
+  /** Budget usage against limits. */
+  Budget: "budget",
+  /** Set or clear a budget's limits; logged. */
+  BudgetSet: "budget-set",
+  /** Held actions waiting for a human (and recent decisions). */
+  Approvals: "approvals",
+  /** Register (pin) or re-approve a tool manifest; logged. */
+  ToolRegister: "tool-register",
+  /** Registered tools and their pinned hashes. */
+  Tools: "tools",
   /** Memory for people (ls, get, search, export, digest): forwarded to the memory service. */
   Memory: "memory",
 } as const;
@@ -121,8 +139,14 @@ export const subjects = {
   logIdentity: (name: string): string => `${PREFIX}.log.id.${named(name)}`,
   /** Log: an operator paused, resumed, quarantined or released an agent. */
   logControl: (agent: string): string => `${PREFIX}.log.ctl.${named(agent)}`,
-  /** Log: kernel housekeeping (genesis, policy loads, checkpoints). */
-  logKernel: (what: "genesis" | "policy" | "checkpoint"): string => `${PREFIX}.log.k.${what}`,
+  /** Log: kernel housekeeping (genesis, policy loads, checkpoints, budgets). */
+  logKernel: (what: "genesis" | "policy" | "checkpoint" | "budget"): string => `${PREFIX}.log.k.${what}`,
+  /** Log: an actor's effects (model calls, tool calls, memory operations) and their outcomes. */
+  logEffect: (actor: string): string => `${PREFIX}.log.fx.${named(actor)}`,
+  /** Log: actions of an actor held for a human, and the decisions on them. */
+  logApproval: (actor: string): string => `${PREFIX}.log.ap.${named(actor)}`,
+  /** Log: tool registrations. */
+  logTool: (tool: string): string => `${PREFIX}.log.tool.${named(tool)}`,
   /** Every subject of the log stream. */
   logAll: (): string => `${PREFIX}.log.>`,
   /** JetStream API subjects scoped to one consumer, for an agent's credential. */

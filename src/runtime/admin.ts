@@ -70,7 +70,7 @@ export interface PolicyTestResult {
   evaluated: number;
   unchanged: number;
   skipped: number;
-  changed: Array<{ seq: number; at: number; actor: string; action: string; resource: string; principal: string; was: "allow" | "deny"; now: "allow" | "deny"; policies: string[] }>;
+  changed: Array<{ seq: number; at: number; actor: string; action: string; resource: string; principal: string; was: "allow" | "deny" | "hold"; now: "allow" | "deny" | "hold"; policies: string[] }>;
 }
 
 export interface PolicyApplyResult {

@@ -16,7 +16,7 @@ const worker: Entity = { type: "Agent", name: "worker", groups: ["workers"] };
 const loner: Entity = { type: "Agent", name: "loner", groups: [] };
 
 function ask(actor: Entity, resource: Entity, extra: Partial<DecisionRequest> = {}): DecisionRequest {
-  return { actor, action: "message.send", resource, principal: actor.name, depth: 0, ...extra };
+  return { actor, action: "message.send", resource, principal: actor.name, depth: 0, labels: [], at: Date.UTC(2026, 0, 1, 12), ...extra };
 }
 
 function refusal(f: () => unknown): MaxwellError {

@@ -1,0 +1,274 @@
+/**
+ * Carrying out effects: the kernel's side of model calls, tool calls and memory operations. An
+ * allowed effect is recorded (`effect.started`, with its budget reservation) before the service
+ * is called, and its outcome (`effect.completed`: result or error, labels, usage, what it cost)
+ * after, with secrets and credential shapes redacted, before the agent sees anything. A repeat of
+ * the syscall is answered from the completed event in the log.
+ */
+import {
+  EVENT_VERSION,
+  ErrorCode,
+  EventType,
+  Label,
+  MaxwellError,
+  ServiceName,
+  decodeMap,
+  encode,
+  joinLabels,
+  newEventId,
+  serviceSubjects,
+  subjects,
+  type EffectCompletedEvent,
+  type EffectStartedEvent,
+  type EventId,
+  type LogEvent,
+  type Reservation,
+  type ServiceCall,
+  type ServiceReply,
+  type SyscallReply,
+  type SyscallResult,
+  type WireError,
+  LOG_STREAM,
+} from "../../src/protocol/mod.js";
+import { costMicroUsd } from "../../src/protocol/prices.js";
+import { redact } from "../../src/protocol/redact.js";
+import { jetstreamManager, requestRaw, type JetStreamManager, type NatsConnection } from "../../src/transport/connection.js";
+import type { Logger } from "../../src/runtime/logger.js";
+import type { Appender } from "./appender.js";
+import type { Outcome, PendingOf } from "./decide.js";
+import { SecretStore } from "./secrets.js";
+import type { KernelState, OpenEffect } from "./state.js";
+
+/** How long the kernel waits for each service. */
+const SERVICE_TIMEOUT_MS: Record<string, number> = { llm: 300_000, tools: 60_000, memory: 15_000 };
+/** Memory operations that change the store (applied again, idempotently, after a kernel crash). */
+const MEMORY_WRITES: ReadonlySet<string> = new Set(["put", "delete", "append", "erase", "import"]);
+
+export interface EffectRunnerOptions {
+  nc: NatsConnection;
+  appender: Appender;
+  state: KernelState;
+  log: Logger;
+  /** Data directory holding the secret store; without it no secret can be injected. */
+  dataDir?: string;
+}
+
+type EffectOutcome = Extract<Outcome, { kind: "effect" }>;
+
+/** The answer an agent gets for a recorded effect outcome. */
+export function effectReply(e: EffectCompletedEvent): SyscallReply {
+  if (e.error) return { ok: false, error: e.error };
+  const effect: NonNullable<SyscallResult["effect"]> = { result: e.result, labels: e.labels };
+  if (e.usage) effect.usage = e.usage;
+  return { ok: true, result: { event: e.id, seq: e.seq, trace: e.trace, effect, ...(e.labels.length > 0 ? { labels: e.labels } : {}) } };
+}
+
+export class EffectRunner {
+  private readonly secrets: SecretStore | undefined;
+  /** Memory calls run one at a time per namespace, in log order, so the store applies them in that order. */
+  private readonly memoryQueues = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly opts: EffectRunnerOptions) {
+    this.secrets = opts.dataDir ? SecretStore.forDataDir(opts.dataDir) : undefined;
+  }
+
+  /** Records the start, calls the service, records the outcome, answers. */
+  async run(outcome: EffectOutcome, traceparent: string | undefined): Promise<SyscallReply> {
+    const { state, appender } = this.opts;
+    state.budgets.hold(outcome.charge);
+    let started: LogEvent;
+    try {
+      started = await appender.append(outcome.subject, outcome.msgId, () => outcome.event, traceparent);
+    } finally {
+      state.budgets.release(outcome.charge);
+    }
+    if (started.type !== EventType.EffectStarted) {
+      // The same syscall id was stored before (a duplicate); its outcome is or will be recorded.
+      throw new MaxwellError(ErrorCode.Conflict, `effect ${outcome.msgId} was already started`);
+    }
+    const completed = await this.complete(started, outcome.call, traceparent);
+    return effectReply(completed);
+  }
+
+  /** Calls the service for a started effect and records the outcome. */
+  private async complete(started: EffectStartedEvent, call: EffectOutcome["call"], traceparent: string | undefined): Promise<EffectCompletedEvent> {
+    const t0 = performance.now();
+    let reply: ServiceReply;
+    if (started.kind === "mem") {
+      const ns = started.target;
+      const previous = this.memoryQueues.get(ns) ?? Promise.resolve();
+      const mine = previous.then(() => this.callService(started, call, traceparent));
+      const tail = mine.catch(() => undefined);
+      this.memoryQueues.set(ns, tail);
+      reply = await mine;
+      if (this.memoryQueues.get(ns) === tail) this.memoryQueues.delete(ns);
+    } else {
+      reply = await this.callService(started, call, traceparent);
+    }
+    const event = this.outcomeEvent(started, call, reply);
+    const stored = await this.opts.appender.append(subjects.logEffect(started.actor), `${started.actor}:${started.syscall}:done`, () => event, traceparent);
+    if (stored.type !== EventType.EffectCompleted) throw new MaxwellError(ErrorCode.Internal, `expected the effect's outcome at seq ${stored.seq}, found ${stored.type}`);
+    this.opts.log.info(
+      { actor: started.actor, kind: started.kind, target: started.target, op: started.op, ok: !stored.error, code: stored.error?.code, ms: Math.round(performance.now() - t0), labels: stored.labels, redactions: stored.redactions },
+      "effect completed",
+    );
+    return stored;
+  }
+
+  private async callService(started: EffectStartedEvent, call: EffectOutcome["call"], traceparent: string | undefined): Promise<ServiceReply> {
+    const timeoutMs = SERVICE_TIMEOUT_MS[call.service] ?? 60_000;
+    const request: ServiceCall = {
+      effect: started.id,
+      seq: started.seq,
+      at: started.at,
+      op: call.op,
+      actor: started.actor,
+      principal: started.principal,
+      trace: started.trace,
+      target: started.target,
+      args: started.args,
+      labels: started.labels,
+      deadline: Date.now() + timeoutMs,
+    };
+    if (call.manifest !== undefined) request.manifest = call.manifest;
+    if (call.secrets) {
+      const injected: Record<string, string> = {};
+      for (const [local, name] of Object.entries(call.secrets)) {
+        const value = this.secrets?.get(name);
+        if (value === undefined) {
+          return { ok: false, error: { code: ErrorCode.Unavailable, message: `tool '${started.target}' needs the secret '${name}', which is not in the kernel's secret store (maxwell secret set ${name})` } };
+        }
+        injected[local] = value;
+      }
+      request.secrets = injected;
+    }
+    try {
+      const raw = await requestRaw(this.opts.nc, serviceSubjects.call(call.service, call.op), encode(request), { timeoutMs, ...(traceparent ? { traceparent } : {}) });
+      const reply = decodeMap(raw) as unknown as ServiceReply;
+      if (typeof reply !== "object" || reply === null || typeof reply.ok !== "boolean") {
+        return { ok: false, error: { code: ErrorCode.Internal, message: `the ${call.service} service answered something that is not a service reply` } };
+      }
+      return reply;
+    } catch (err) {
+      const e = MaxwellError.from(err, ErrorCode.Unavailable);
+      const message = /503|no responders/i.test(e.message) ? `no ${call.service} service is running to carry out ${started.kind} ${started.target}` : `the ${call.service} service did not answer: ${e.message}`;
+      return { ok: false, error: { code: e.code === ErrorCode.Timeout ? ErrorCode.Timeout : ErrorCode.Unavailable, message } };
+    }
+  }
+
+  /** The completed event for a service's reply: redacted, labeled, settled. */
+  private outcomeEvent(started: EffectStartedEvent, call: EffectOutcome["call"], reply: ServiceReply): PendingOf<EffectCompletedEvent> {
+    const event: PendingOf<EffectCompletedEvent> = {
+      v: EVENT_VERSION,
+      id: newEventId(),
+      at: Date.now(),
+      type: EventType.EffectCompleted,
+      actor: started.actor,
+      principal: started.principal,
+      syscall: started.syscall,
+      trace: started.trace,
+      causation: started.causation ?? started.id,
+      depth: started.depth,
+      effect: started.id,
+      kind: started.kind,
+      op: started.op,
+      target: started.target,
+      labels: started.labels,
+    };
+    if (started.causation === undefined) delete event.causation;
+    const spent: Reservation = {};
+    if (started.kind === "tool") spent.toolCalls = 1;
+    if (reply.ok) {
+      // Secrets never reach the log or the agent: the result is scanned before it is recorded.
+      let result = reply.result;
+      if (started.kind !== "mem") {
+        const scrubbed = redact(result, this.secrets?.values() ?? []);
+        result = scrubbed.value;
+        if (scrubbed.redactions > 0) event.redactions = scrubbed.redactions;
+      }
+      event.result = result;
+      const added = call.toolEffect === "external" ? [Label.Untrusted] : [];
+      event.labels = joinLabels(started.labels, reply.labels, added);
+      if (reply.usage) {
+        event.usage = reply.usage;
+        spent.tokens = reply.usage.inputTokens + reply.usage.outputTokens;
+        const cost = costMicroUsd(reply.usage);
+        if (cost !== undefined) spent.microUsd = cost;
+      }
+    } else {
+      const scrubbed = redact(reply.error, this.secrets?.values() ?? []);
+      event.error = sanitizeError(scrubbed.value);
+      if (scrubbed.redactions > 0) event.redactions = scrubbed.redactions;
+    }
+    if (Object.keys(spent).length > 0) event.spent = spent;
+    return event;
+  }
+
+  /**
+   * After a kernel restart: effects started but never completed. Memory writes are applied again
+   * (the store applies each effect once); anything else is recorded as interrupted, since the
+   * kernel cannot know whether the model or tool acted.
+   */
+  async recoverInterrupted(): Promise<void> {
+    const open = [...this.opts.state.effects.entries()];
+    for (const [id, effect] of open) {
+      const started = await this.startedEvent(id, effect);
+      if (!started) continue;
+      if (effect.kind === "mem" && MEMORY_WRITES.has(effect.op)) {
+        this.opts.log.warn({ effect: id, op: effect.op, target: effect.target }, "re-applying a memory write interrupted by a restart");
+        await this.complete(started, { service: ServiceName.Memory, op: effect.op }, undefined).catch((err: unknown) => this.opts.log.error({ err: String(err), effect: id }, "could not re-apply an interrupted memory write"));
+        continue;
+      }
+      const event: PendingOf<EffectCompletedEvent> = {
+        v: EVENT_VERSION,
+        id: newEventId(),
+        at: Date.now(),
+        type: EventType.EffectCompleted,
+        actor: effect.actor,
+        principal: effect.principal,
+        syscall: started.syscall,
+        trace: effect.trace,
+        depth: started.depth,
+        effect: id,
+        kind: effect.kind,
+        op: effect.op,
+        target: effect.target,
+        labels: effect.labels,
+        error: { code: ErrorCode.Unavailable, message: `the kernel restarted while ${effect.kind} ${effect.target} was in progress; whether it acted is unknown, so it is not retried` },
+      };
+      if (effect.causation !== undefined) event.causation = effect.causation;
+      await this.opts.appender.append(subjects.logEffect(effect.actor), `${effect.actor}:${started.syscall}:done`, () => event);
+      this.opts.log.warn({ effect: id, kind: effect.kind, target: effect.target }, "effect interrupted by a restart recorded as failed");
+    }
+  }
+
+  private jsm: JetStreamManager | undefined;
+
+  private async startedEvent(id: EventId, effect: OpenEffect): Promise<EffectStartedEvent | undefined> {
+    const e = await this.read(effect.seq);
+    return e?.type === EventType.EffectStarted && e.id === id ? e : undefined;
+  }
+
+  private async read(seq: number, jsm?: JetStreamManager): Promise<LogEvent | undefined> {
+    const manager = jsm ?? this.jsm ?? (this.jsm = await jetstreamManager(this.opts.nc));
+    const m = await manager.streams.getMessage(LOG_STREAM, { seq });
+    return m ? (decodeMap(m.data) as unknown as LogEvent) : undefined;
+  }
+
+  /** Answers a repeated effect syscall from its recorded outcome. */
+  async answerFromLog(seq: number, jsm: JetStreamManager): Promise<SyscallReply> {
+    const e = await this.read(seq, jsm);
+    if (e?.type !== EventType.EffectCompleted) {
+      return { ok: false, error: { code: ErrorCode.Internal, message: `the outcome recorded at seq ${seq} could not be read back` } };
+    }
+    return effectReply(e);
+  }
+}
+
+/** A service's error as the kernel records it: the closed set of codes, a bounded message. */
+function sanitizeError(value: unknown): WireError {
+  const e = value as Partial<WireError> | undefined;
+  const code = e?.code && Object.values(ErrorCode).includes(e.code) ? e.code : ErrorCode.Internal;
+  const message = typeof e?.message === "string" ? e.message.slice(0, 2000) : "the service failed without saying why";
+  return { code, message };
+}
