@@ -39,7 +39,7 @@ import {
 } from "../../src/protocol/mod.js";
 import { canonicalJson, compileArgsValidator } from "../../src/protocol/manifest.js";
 import { costMicroUsd, priceOf } from "../../src/protocol/prices.js";
-import { parseCompleteArgs } from "../llm/params.js";
+import { parseCompleteArgs } from "../../src/protocol/llm-params.js";
 import { authorize } from "./authority.js";
 import { budgetKeys, type Charge } from "./budget.js";
 import type { CedarAction, Entity, PolicyEngine } from "./policy.js";
@@ -261,7 +261,8 @@ export function decideSyscall(state: KernelState, policy: PolicyEngine, input: S
   }
 
   const id = input.newId();
-  const msgId = `${actor}:${request.id}`;
+  // A released hold is a second write for the same syscall id: it needs its own dedupe key.
+  const msgId = input.approved === undefined ? `${actor}:${request.id}` : `${actor}:${request.id}:approved`;
 
   // Whose behalf, which trace, how deep: inherited from the causing delivery, never from the payload.
   let principal = actor;

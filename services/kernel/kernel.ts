@@ -41,7 +41,9 @@ import {
   type IdentityKind,
   type LogEvent,
   type PendingEvent,
+  type ServiceReply,
   type SyscallReply,
+  type ToolManifest,
   type WireError,
 } from "../../src/protocol/mod.js";
 import {
@@ -64,6 +66,12 @@ import {
 import { claimsUpdateSubject, grantsFor, loadKey, maxwellAccountJwt, mintUser, sign, systemCreds, type KeyPair } from "../../src/transport/identity.js";
 import type {
   AdminReply,
+  ApprovalSummary,
+  BudgetRow,
+  BudgetSetRequest,
+  ToolRegisterRequest,
+  ToolRegisterResult,
+  ToolSummary,
   ControlRequest,
   ControlResult,
   IdentitySummary,
@@ -81,9 +89,12 @@ import { Appender } from "./appender.js";
 import { Deliverer } from "./deliverer.js";
 import { RESERVED_NAMES, decideSyscall, timeoutReply, type MemoryRules, type Outcome } from "./decide.js";
 import { EffectRunner } from "./effects.js";
+import { manifestHash, validateManifest } from "../../src/protocol/manifest.js";
 import { PolicyEngine } from "./policy.js";
 import { whatIf } from "./what-if.js";
 import { evolve, initialState, syscallKey, type KernelState } from "./state.js";
+
+const BUDGET_FIELDS = ["tokens", "microUsd", "toolCalls", "messagesPerMinute", "concurrent", "pendingApprovals", "depth"];
 
 /** Largest syscall payload the kernel accepts. */
 export const MAX_SYSCALL_BYTES = 256 * 1024;
@@ -573,7 +584,7 @@ export class Kernel {
 
   // ---------------------------------------------------------------- housekeeping
 
-  private async appendKernel(what: "genesis" | "policy" | "checkpoint", fields: Record<string, unknown>, build?: (seq: number, prev: string) => Record<string, unknown>): Promise<LogEvent> {
+  private async appendKernel(what: "genesis" | "policy" | "checkpoint" | "budget", fields: Record<string, unknown>, build?: (seq: number, prev: string) => Record<string, unknown>): Promise<LogEvent> {
     const id = newEventId();
     return this.appender.append(subjects.logKernel(what), `kernel:${id}`, (seq, prev) => ({
       v: EVENT_VERSION,
@@ -660,6 +671,30 @@ export class Kernel {
         case AdminOp.Read:
           reply = { ok: true, result: await this.read(body as unknown as ReadRequest) };
           break;
+        case AdminOp.Budget:
+          reply = { ok: true, result: this.budgetReport() };
+          break;
+        case AdminOp.BudgetSet: {
+          const run = this.adminWrites.then(() => this.budgetSet(body as unknown as BudgetSetRequest));
+          this.adminWrites = run.catch(() => undefined);
+          reply = { ok: true, result: await run };
+          break;
+        }
+        case AdminOp.Approvals:
+          reply = { ok: true, result: this.approvalList(body["all"] === true) };
+          break;
+        case AdminOp.ToolRegister: {
+          const run = this.adminWrites.then(() => this.toolRegister(body as unknown as ToolRegisterRequest));
+          this.adminWrites = run.catch(() => undefined);
+          reply = { ok: true, result: await run };
+          break;
+        }
+        case AdminOp.Tools:
+          reply = { ok: true, result: this.toolList() };
+          break;
+        case AdminOp.Memory:
+          reply = await this.memoryAdmin(body);
+          break;
         case AdminOp.Checkpoint:
           await this.appender.drain();
           reply = { ok: true, result: { upTo: await this.checkpoint() } };
@@ -673,6 +708,127 @@ export class Kernel {
       reply = { ok: false, error: e.toWire() };
     }
     if (msg.reply) msg.respond(encode(reply));
+  }
+
+  private budgetReport(): BudgetRow[] {
+    const now = Date.now();
+    return this.state.budgets.report().map(({ key, limits, usage }) => ({
+      key,
+      ...(limits ? { limits } : {}),
+      used: {
+        tokens: usage.tokens,
+        microUsd: usage.microUsd,
+        toolCalls: usage.toolCalls,
+        open: usage.open,
+        approvals: usage.approvals,
+        messagesLastMinute: usage.sent.filter((t) => t > now - 60_000).length,
+      },
+      reserved: { ...usage.reserved },
+    }));
+  }
+
+  /** An operator sets or clears a budget: logged, then in force. Agents cannot reach this. */
+  private async budgetSet(req: BudgetSetRequest): Promise<{ seq: number }> {
+    const scope: unknown = req.scope;
+    if (scope !== "principal" && scope !== "agent" && scope !== "trace") throw new MaxwellError(ErrorCode.BadRequest, `scope must be principal, agent or trace, not ${JSON.stringify(scope)}`);
+    const name = scope === "trace" ? "*" : req.name;
+    if (scope !== "trace") {
+      if (!isName(name)) throw new MaxwellError(ErrorCode.BadRequest, `budget needs the ${scope}'s name`);
+      const who = this.state.identities.get(name);
+      if (!who || who.kind !== scope) throw new MaxwellError(ErrorCode.NotFound, `no ${scope} named '${name}' is registered`);
+    }
+    const limits: Record<string, number> = {};
+    const given = (req.limits ?? {}) as Record<string, unknown>;
+    for (const [k, v] of Object.entries(given)) {
+      if (!BUDGET_FIELDS.includes(k)) throw new MaxwellError(ErrorCode.BadRequest, `unknown budget limit '${k}' (known: ${BUDGET_FIELDS.join(", ")})`);
+      if (typeof v !== "number" || !Number.isInteger(v) || v < 0) throw new MaxwellError(ErrorCode.BadRequest, `budget limit '${k}' must be a whole number >= 0`);
+      limits[k] = v;
+    }
+    const stored = await this.appendKernel("budget", { type: EventType.BudgetSet, scope, name, limits });
+    this.opts.log.info({ scope, name, limits }, Object.keys(limits).length ? "budget set" : "budget cleared");
+    return { seq: stored.seq };
+  }
+
+  private approvalList(all: boolean): ApprovalSummary[] {
+    const out: ApprovalSummary[] = [];
+    for (const a of this.state.approvals.values()) {
+      if (!all && a.status !== "pending") continue;
+      const row: ApprovalSummary = { id: a.id, actor: a.actor, principal: a.principal, op: a.op, body: a.request.body ?? null, digest: a.digest, reason: a.reason, labels: a.labels, at: a.at, expiresAt: a.expiresAt, status: a.status };
+      if (a.request.to !== undefined) row.to = a.request.to;
+      if (a.decidedBy !== undefined) row.decidedBy = a.decidedBy;
+      out.push(row);
+    }
+    return out;
+  }
+
+  private toolList(): ToolSummary[] {
+    return [...this.state.tools.values()].map(({ manifest, hash, groups }) => ({
+      name: manifest.name,
+      version: manifest.version,
+      effect: manifest.effect,
+      hash,
+      service: manifest.service ?? ServiceName.Tools,
+      groups,
+      description: manifest.description,
+    }));
+  }
+
+  /**
+   * Pins tool manifests. A manifest seen for the first time is pinned; one whose hash changed
+   * since it was pinned is refused (the tool service refuses calls too) until an operator
+   * re-approves it with `approve`.
+   */
+  private async toolRegister(req: ToolRegisterRequest): Promise<ToolRegisterResult> {
+    const groups: unknown = req.groups ?? [];
+    if (!Array.isArray(groups) || !groups.every(isName)) throw new MaxwellError(ErrorCode.BadRequest, "groups must be a list of valid names");
+    let manifests: ToolManifest[];
+    if (req.manifest !== undefined) manifests = [validateManifest(req.manifest)];
+    else if (typeof req.service === "string" && isName(req.service)) {
+      const raw = await requestRaw(this.nc, serviceSubjects.call(req.service, "manifests"), encode({}), { timeoutMs: 10_000 });
+      const reply = decodeMap(raw) as unknown as ServiceReply;
+      if (!reply.ok) throw MaxwellError.fromWire(reply.error);
+      if (!Array.isArray(reply.result)) throw new MaxwellError(ErrorCode.Internal, `the ${req.service} service did not list manifests`);
+      manifests = reply.result.map((m) => validateManifest({ service: req.service, ...(m as object) }));
+    } else throw new MaxwellError(ErrorCode.BadRequest, "tool-register needs 'manifest' or 'service'");
+    const result: ToolRegisterResult = { tools: [] };
+    for (const manifest of manifests) {
+      const hash = manifestHash(manifest);
+      const pinned = this.state.tools.get(manifest.name);
+      const row = { name: manifest.name, version: manifest.version, effect: manifest.effect, hash };
+      if (pinned?.hash === hash && (req.groups === undefined || pinned.groups.join(",") === (groups as string[]).join(","))) {
+        result.tools.push({ ...row, status: "unchanged" });
+        continue;
+      }
+      if (pinned && pinned.hash !== hash && !req.approve) {
+        this.opts.log.warn({ tool: manifest.name, pinned: pinned.hash.slice(0, 12), offered: hash.slice(0, 12) }, "tool manifest changed since it was pinned: refused until re-approved");
+        result.tools.push({ ...row, status: "changed-refused" });
+        continue;
+      }
+      const id = newEventId();
+      await this.appender.append(subjects.logTool(manifest.name), `tool:${manifest.name}:${hash}:${id}`, () => ({
+        v: EVENT_VERSION,
+        id,
+        at: Date.now(),
+        type: EventType.ToolRegistered,
+        manifest,
+        hash,
+        ...((groups as string[]).length > 0 || pinned ? { groups: req.groups === undefined && pinned ? pinned.groups : (groups as string[]) } : {}),
+      }));
+      this.policy.invalidate();
+      this.opts.log.info({ tool: manifest.name, version: manifest.version, effect: manifest.effect, hash: hash.slice(0, 12) }, pinned ? "tool re-approved" : "tool pinned");
+      result.tools.push({ ...row, status: pinned ? "re-approved" : "pinned" });
+    }
+    return result;
+  }
+
+  /** Memory for people: forwarded to the memory service as is. */
+  private async memoryAdmin(body: Record<string, unknown>): Promise<AdminReply<unknown>> {
+    const call = { effect: newEventId(), seq: this.state.head.seq, at: Date.now(), op: "admin", actor: "admin", principal: "admin", trace: newTraceId(), target: "", args: body, labels: [], deadline: Date.now() + 30_000 };
+    const raw = await requestRaw(this.nc, serviceSubjects.call(ServiceName.Memory, "admin"), encode(call), { timeoutMs: 30_000 }).catch((err: unknown) => {
+      throw new MaxwellError(ErrorCode.Unavailable, `the memory service did not answer (${(err as Error).message}); is it running?`);
+    });
+    const reply = decodeMap(raw) as unknown as ServiceReply;
+    return reply.ok ? { ok: true, result: reply.result } : { ok: false, error: reply.error };
   }
 
   /** What-if: the recorded decisions re-evaluated under a candidate set. The live set is untouched. */

@@ -11,9 +11,13 @@ import { keyFiles } from "../../src/transport/identity.js";
 import { Kernel } from "./kernel.js";
 
 const HELP = `usage: maxwell-kernel --nats URL [--data DIR] [--creds FILE] [--account-key FILE] [--kernel-key FILE] [--policies FILE]
+                      [--approval-ttl-ms N]
 
 Runs Maxwell's kernel: the reference monitor and sole writer of the log.
-Defaults come from the data directory (--data, MAXWELL_HOME, or ./.maxwell).`;
+Defaults come from the data directory (--data, MAXWELL_HOME, or ./.maxwell).
+
+  --approval-ttl-ms N   how long an action held for a human waits before it expires (= deny);
+                        default 900000 (15 minutes)`;
 
 const { values } = parseArgs({
   options: {
@@ -23,6 +27,7 @@ const { values } = parseArgs({
     "account-key": { type: "string" },
     "kernel-key": { type: "string" },
     policies: { type: "string" },
+    "approval-ttl-ms": { type: "string" },
     help: { type: "boolean", short: "h" },
   },
 });
@@ -38,6 +43,11 @@ if (!servers) {
 }
 const layout = dataLayout(resolveDataDir(values.data));
 const keys = keyFiles(layout.keys);
+const approvalTtlMs = values["approval-ttl-ms"] === undefined ? undefined : Number(values["approval-ttl-ms"]);
+if (approvalTtlMs !== undefined && !(Number.isInteger(approvalTtlMs) && approvalTtlMs > 0)) {
+  process.stderr.write("maxwell-kernel: --approval-ttl-ms must be a positive whole number of milliseconds\n");
+  process.exit(2);
+}
 const defaultPolicyText = readFileSync(join(packageRoot, "services", "kernel", "default-policies.cedar"), "utf8");
 
 const kernel = new Kernel({
@@ -51,6 +61,8 @@ const kernel = new Kernel({
   operatorKey: keys.operator,
   systemKey: keys.system,
   revocationsFile: layout.revocations,
+  dataDir: layout.root,
+  ...(approvalTtlMs ? { approvalTtlMs } : {}),
   log,
 });
 

@@ -19,7 +19,7 @@ import type { Logger } from "../../src/runtime/logger.js";
 import { connectNats, type Msg, type NatsConnection, type Subscription } from "../../src/transport/connection.js";
 import { apiErrorToWire, isRetryableMidStream, redact, type AbandonReason } from "./api-error.js";
 import { DEFAULT_LLM_CONFIG } from "./config.js";
-import { parseCompleteArgs } from "./params.js";
+import { parseCompleteArgs } from "../../src/protocol/llm-params.js";
 import { routeModel, type Route } from "./routes.js";
 
 export interface LlmGatewayOptions {

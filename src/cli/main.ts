@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError } from "commander";
 import { registerControl } from "./commands/control.js";
+import { registerGovernance } from "./commands/governance.js";
 import { registerIdentity } from "./commands/identity.js";
 import { registerInit } from "./commands/init.js";
 import { registerLog } from "./commands/log.js";
@@ -36,6 +37,7 @@ registerLog(program, globals);
 registerVerify(program, globals);
 registerPolicy(program, globals);
 registerControl(program, globals);
+registerGovernance(program, globals);
 registerInit(program, globals);
 
 try {

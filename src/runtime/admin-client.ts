@@ -4,6 +4,7 @@
  */
 import { ErrorCode, MaxwellError, decodeMap, encode, subjects, type AdminOp } from "../protocol/mod.js";
 import { connectNats, requestRaw, type NatsConnection } from "../transport/connection.js";
+import type { ApprovalSummary, BudgetRow, BudgetSetRequest, ToolRegisterRequest, ToolRegisterResult, ToolSummary } from "./admin.js";
 import type { AdminReply, ControlRequest, ControlResult, IdentitySummary, KernelStatus, PolicyApplyResult, PolicyTestRequest, PolicyTestResult, ReadRequest, ReadResult, RegisterRequest, RegisterResult } from "./admin.js";
 
 export class AdminClient {
@@ -43,6 +44,22 @@ export class AdminClient {
   }
   status(): Promise<KernelStatus> {
     return this.call("status", {});
+  }
+  budget(): Promise<BudgetRow[]> {
+    return this.call("budget", {});
+  }
+  budgetSet(req: BudgetSetRequest): Promise<{ seq: number }> {
+    return this.call("budget-set", req);
+  }
+  /** Held actions; `all` includes decided ones. */
+  approvals(opts: { all?: boolean } = {}): Promise<ApprovalSummary[]> {
+    return this.call("approvals", opts);
+  }
+  toolRegister(req: ToolRegisterRequest): Promise<ToolRegisterResult> {
+    return this.call("tool-register", req, 30_000);
+  }
+  tools(): Promise<ToolSummary[]> {
+    return this.call("tools", {});
   }
   /** A memory operation for people, forwarded by the kernel to the memory service. */
   memory<T = unknown>(body: Record<string, unknown>, timeoutMs = 30_000): Promise<T> {

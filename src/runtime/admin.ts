@@ -2,7 +2,7 @@
  * Wire shapes of the admin operations (CLI → kernel on mx.admin.<op>). The admin credential is
  * the only one the server lets publish there.
  */
-import type { AgentState, IdentityKind } from "../protocol/events.js";
+import type { AgentState, BudgetLimits, BudgetScope, IdentityKind } from "../protocol/events.js";
 import type { WireError } from "../protocol/errors.js";
 
 export interface RegisterRequest {
@@ -92,4 +92,61 @@ export interface ControlResult {
   state: AgentState;
   /** Sequence of the agent.controlled event. */
   seq: number;
+}
+
+export interface BudgetSetRequest {
+  scope: BudgetScope;
+  /** Principal or agent name; ignored for `trace` (the limits apply to every trace). */
+  name?: string;
+  /** New limits; an empty object clears the budget. */
+  limits: BudgetLimits;
+}
+
+export interface BudgetRow {
+  /** `principal:<name>`, `agent:<name>`, `trace:*` or `trace:<id>`. */
+  key: string;
+  limits?: BudgetLimits;
+  used: { tokens: number; microUsd: number; toolCalls: number; open: number; approvals: number; messagesLastMinute: number };
+  reserved: { tokens: number; microUsd: number; toolCalls: number };
+}
+
+export interface ApprovalSummary {
+  id: string;
+  actor: string;
+  principal: string;
+  op: string;
+  /** What the action targets (agent, model, tool, namespace). */
+  to?: string;
+  body: unknown;
+  digest: string;
+  reason: string;
+  labels: string[];
+  at: number;
+  expiresAt: number;
+  status: "pending" | "approved" | "denied" | "expired";
+  decidedBy?: string;
+}
+
+export interface ToolRegisterRequest {
+  /** A manifest to pin. */
+  manifest?: unknown;
+  /** Or: pin every manifest a tool service hosts (new ones; changed ones only with `approve`). */
+  service?: string;
+  /** Re-approve manifests that changed since they were pinned. */
+  approve?: boolean;
+  groups?: string[];
+}
+
+export interface ToolRegisterResult {
+  tools: Array<{ name: string; version: string; effect: string; hash: string; status: "pinned" | "unchanged" | "changed-refused" | "re-approved" }>;
+}
+
+export interface ToolSummary {
+  name: string;
+  version: string;
+  effect: string;
+  hash: string;
+  service: string;
+  groups: string[];
+  description: string;
 }

@@ -93,14 +93,14 @@ export interface ServiceProcess {
  * Spawns a built service (`dist/services/<name>/main.js`) and waits for its `<name> ready` line.
  * Its stderr (JSON logs) goes to `onLog`.
  */
-export function spawnService(name: string, args: string[], opts: { env?: NodeJS.ProcessEnv; onLog?: (line: string) => void; readyTimeoutMs?: number } = {}): ServiceProcess {
+export function spawnService(name: string, args: string[], opts: { env?: NodeJS.ProcessEnv; /** Use `env` as the whole environment. */ replaceEnv?: boolean; onLog?: (line: string) => void; readyTimeoutMs?: number } = {}): ServiceProcess {
   const entry = serviceEntry(name);
   if (!existsSync(entry)) {
     throw new MaxwellError(ErrorCode.Unavailable, `${entry} is missing: run 'npm run build' first`);
   }
   const child = spawn(process.execPath, ["--enable-source-maps", entry, ...args], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, ...opts.env },
+    env: opts.replaceEnv ? { ...opts.env } : { ...process.env, ...opts.env },
   });
   // "close" comes after the output streams end, so the last log line is read before we report.
   const exited = new Promise<number | null>((resolve) => child.once("close", (code) => resolve(code)));

@@ -10,7 +10,7 @@ import { ErrorCode, MaxwellError, assertName, type IdentityKind } from "../proto
 import { writeSecret } from "../transport/identity.js";
 import { AdminClient } from "./admin-client.js";
 import { spawnService, startEmbedded, readJson, type EmbeddedServer, type ServiceProcess } from "./deployment.js";
-import { dataLayout, packageRoot, type DataLayout } from "./paths.js";
+import { dataLayout, packageRoot, serviceEntry, type DataLayout } from "./paths.js";
 import { parseServerVersion, supportsSyncAlways } from "../transport/nats-server.js";
 import type { Logger } from "./logger.js";
 
@@ -32,6 +32,18 @@ export interface PrincipalSpec {
 export interface DaemonConfig {
   agents?: AgentSpec[];
   principals?: PrincipalSpec[];
+  /** Services behind the kernel to run (default: every one that is built: llm, tools, memory). */
+  services?: string[];
+}
+
+/** The services behind the kernel, in start order. */
+export const SERVICES = ["memory", "llm", "tools"] as const;
+
+/** Environment variables only the model gateway may see (it alone holds model API keys). */
+function withoutModelKeys(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(env)) if (!k.startsWith("ANTHROPIC_")) out[k] = v;
+  return out;
 }
 
 export interface SupervisorOptions {
@@ -59,6 +71,7 @@ export interface DaemonInfo {
   server: { version: string; pid?: number };
   durability: { mode: string; guarantee: string };
   kernel: { pid?: number; restarts: number };
+  services?: Record<string, { pid?: number; restarts: number }>;
   agents: Record<string, { pid?: number; restarts: number; state: "running" | "restarting" | "stopped" }>;
 }
 
@@ -83,6 +96,7 @@ export class Supervisor {
   private readonly layout: DataLayout;
   private readonly agents = new Map<string, Supervised>();
   private readonly kernelState: Supervised = { name: "kernel", restarts: 0, backoff: BACKOFF_MIN_MS, startedAt: 0 };
+  private readonly services = new Map<string, Supervised>();
   private info!: DaemonInfo;
   private stopping = false;
   private url = "";
@@ -172,6 +186,17 @@ export class Supervisor {
     }
 
     const config = this.opts.config ?? {};
+    const wanted = config.services ?? SERVICES.filter((name) => existsSync(serviceEntry(name)));
+    for (const name of wanted) await this.startService(name);
+    if (wanted.includes("tools")) {
+      // Pin the tool service's manifests: new ones are pinned, changed ones refused until re-approved.
+      try {
+        const r = await this.adminClient.toolRegister({ service: "tools" });
+        for (const t of r.tools) if (t.status === "changed-refused") log.warn({ tool: t.name, hash: t.hash.slice(0, 12) }, "tool manifest changed since it was pinned: refused until 'maxwell tool approve'");
+      } catch (err) {
+        log.error({ err: (err as Error).message }, "could not pin the tool service's manifests");
+      }
+    }
     for (const p of config.principals ?? []) await this.ensureIdentity(p.name, "principal", p.groups ?? []);
     for (const a of config.agents ?? []) {
       await this.ensureIdentity(a.name, "agent", a.groups ?? []);
@@ -201,6 +226,8 @@ export class Supervisor {
     s.startedAt = Date.now();
     this.kernel = spawnService("kernel", ["--data", this.layout.root, "--nats", this.url, ...(creds ? ["--creds", creds] : [])], {
       onLog: (line) => appendFileSync(kernelLog, line + "\n"),
+      env: withoutModelKeys(process.env),
+      replaceEnv: true,
     });
     const k = this.kernel;
     s.child = k.child;
@@ -214,6 +241,30 @@ export class Supervisor {
     this.saveInfo();
   }
 
+  /** Starts a service behind the kernel (and restarts it with backoff when it dies). */
+  private async startService(name: string): Promise<void> {
+    const logFile = join(this.layout.logs, `${name}.log`);
+    const s = this.services.get(name) ?? { name, restarts: 0, backoff: BACKOFF_MIN_MS, startedAt: 0 };
+    this.services.set(name, s);
+    s.startedAt = Date.now();
+    const proc = spawnService(name, ["--data", this.layout.root, "--nats", this.url], {
+      onLog: (line) => appendFileSync(logFile, line + "\n"),
+      // Only the model gateway may hold a model API key.
+      ...(name === "llm" ? {} : { env: withoutModelKeys(process.env), replaceEnv: true }),
+    });
+    s.child = proc.child;
+    this.info.services ??= {};
+    this.info.services[name] = { ...(proc.child.pid !== undefined ? { pid: proc.child.pid } : {}), restarts: s.restarts };
+    void proc.exited.then((code) => {
+      if (this.stopping) return;
+      this.opts.log.error({ service: name, code, log: logFile }, "service exited; restarting");
+      this.scheduleRestart(s, () => void this.startService(name).catch((err: unknown) => this.opts.log.error({ service: name, err: String(err) }, "service restart failed")));
+    });
+    await proc.ready;
+    this.opts.log.info({ service: name }, "service ready");
+    this.saveInfo();
+  }
+
   private startAgent(spec: AgentSpec): void {
     const s = this.agents.get(spec.name) ?? { name: spec.name, restarts: 0, backoff: BACKOFF_MIN_MS, startedAt: 0 };
     this.agents.set(spec.name, s);
@@ -223,7 +274,7 @@ export class Supervisor {
     const child = spawn(program, args, {
       stdio: ["ignore", "pipe", "pipe"],
       env: {
-        ...process.env,
+        ...withoutModelKeys(process.env),
         ...spec.env,
         MAXWELL_AGENT: spec.name,
         MAXWELL_NATS_URL: this.url,
@@ -283,6 +334,10 @@ export class Supervisor {
   private saveInfo(): void {
     if (!this.info) return;
     this.info.kernel.restarts = this.kernelState.restarts;
+    for (const [name, s] of this.services) {
+      const entry = this.info.services?.[name];
+      if (entry) entry.restarts = s.restarts;
+    }
     for (const [name, s] of this.agents) {
       const entry = this.info.agents[name];
       if (entry) entry.restarts = s.restarts;
@@ -299,9 +354,11 @@ export class Supervisor {
     if (this.stopping) return;
     this.stopping = true;
     const { log } = this.opts;
-    for (const s of [...this.agents.values(), this.kernelState]) if (s.timer) clearTimeout(s.timer);
+    for (const s of [...this.agents.values(), ...this.services.values(), this.kernelState]) if (s.timer) clearTimeout(s.timer);
     await Promise.all([...this.agents.values()].map((s) => terminate(s.child)));
     log.info("agents stopped");
+    await Promise.all([...this.services.values()].map((s) => terminate(s.child)));
+    if (this.services.size > 0) log.info("services stopped");
     await this.admin?.close().catch(() => undefined);
     await terminate(this.kernel?.child);
     log.info("kernel stopped");

@@ -23,6 +23,34 @@ export interface Message<T = unknown> {
   depth: number;
   /** True when the server delivered this event before (e.g. after a crash). */
   redelivered: boolean;
+  /**
+   * Information-flow labels of the message (`untrusted`, `conf:<class>`): everything the sender
+   * had seen. Whatever this handler does carries them too; they cannot be removed.
+   */
+  labels: string[];
+}
+
+/** What a model call returns: the full Messages API response, its labels and token usage. */
+export interface LlmResponse {
+  /** The Messages API `Message` (id, model, role, content blocks incl. tool_use, stop_reason, usage). */
+  message: {
+    id: string;
+    model: string;
+    role: "assistant";
+    content: Array<{ type: string; text?: string; id?: string; name?: string; input?: unknown }>;
+    stop_reason: string | null;
+    usage: { input_tokens: number; output_tokens: number };
+    [key: string]: unknown;
+  };
+  /** Joined labels of everything in the prompt (and of what the handler had seen). */
+  labels: string[];
+  usage?: { model: string; inputTokens: number; outputTokens: number };
+}
+
+/** What a tool call or memory operation returns: the recorded result and its labels. */
+export interface EffectResult<T = unknown> {
+  result: T;
+  labels: string[];
 }
 
 export interface SendResult {
@@ -32,6 +60,8 @@ export interface SendResult {
 }
 
 export interface SendOptions {
+  /** Labels to add to the message (e.g. `conf:pii`); the kernel joins them with what it knows. */
+  labels?: string[];
   /**
    * Narrow what the recipient may do on this work's behalf: fewer actions, an earlier expiry.
    * It can only narrow what was delegated to you; asking for more is denied.
@@ -61,6 +91,15 @@ export interface AgentContext {
   now(): number;
   /** A random number in [0, 1), recorded for replay. Use instead of Math.random(). */
   random(): number;
+  /**
+   * Calls a model through the kernel and the gateway, with the Messages API shape. Authorized
+   * (model allowlist), budgeted (tokens, money) and recorded before the answer is returned.
+   */
+  llm(params: { model: string; max_tokens: number; messages: unknown[]; [key: string]: unknown }): Promise<LlmResponse>;
+  /** Calls a registered tool: arguments checked against its manifest, authorized, recorded. */
+  tool<T = unknown>(name: string, args: Record<string, unknown>): Promise<EffectResult<T>>;
+  /** A memory operation on `namespace` (`agent:<name>`, `principal:<name>`, `shared:<name>`). */
+  memory<T = unknown>(namespace: string, op: string, args?: Record<string, unknown>): Promise<EffectResult<T>>;
 }
 
 export interface AgentDefinition {

@@ -28,7 +28,7 @@ import {
 } from "../protocol/mod.js";
 import { connectNats, type NatsConnection, type Subscription } from "../transport/connection.js";
 import { createLogger, type Logger } from "../runtime/logger.js";
-import type { AgentContext, AgentDefinition, Message, RequestOptions, SendOptions, SendResult } from "./agent.js";
+import type { AgentContext, AgentDefinition, EffectResult, LlmResponse, Message, RequestOptions, SendOptions, SendResult } from "./agent.js";
 import { SyscallClient } from "./syscalls.js";
 
 export interface RunOptions {
@@ -240,6 +240,7 @@ class AgentRuntime {
       trace: event.trace,
       depth: event.depth,
       redelivered,
+      labels: event.labels ?? [],
     };
     const ctx = new HandlerContext(this, message, event.id);
     try {
@@ -334,13 +335,13 @@ class HandlerContext implements AgentContext {
   }
 
   async send(to: string, body: unknown, opts: SendOptions = {}): Promise<SendResult> {
-    const r = await this.rt.call(SyscallOp.Send, this.next({ to, body, ...(opts.scope ? { scope: opts.scope } : {}) }), this.message?.trace);
+    const r = await this.rt.call(SyscallOp.Send, this.next({ to, body, ...(opts.scope ? { scope: opts.scope } : {}), ...(opts.labels ? { labels: opts.labels } : {}) }), this.message?.trace);
     return { event: r.event, seq: r.seq };
   }
 
   async request<R = unknown>(to: string, body: unknown, opts: RequestOptions = {}): Promise<R> {
     const timeoutMs = opts.timeoutMs ?? 30_000;
-    const r = await this.rt.call(SyscallOp.Request, this.next({ to, body, timeoutMs, ...(opts.scope ? { scope: opts.scope } : {}) }), this.message?.trace);
+    const r = await this.rt.call(SyscallOp.Request, this.next({ to, body, timeoutMs, ...(opts.scope ? { scope: opts.scope } : {}), ...(opts.labels ? { labels: opts.labels } : {}) }), this.message?.trace);
     const reply = r.reply ?? (await this.rt.awaitReply(r.event, timeoutMs));
     if (reply.error) throw MaxwellError.fromWire(reply.error);
     return reply.body as R;
@@ -356,6 +357,25 @@ class HandlerContext implements AgentContext {
     const inReplyTo = this.requestId();
     this.replied = true;
     await this.rt.call(SyscallOp.Reply, this.next({ inReplyTo, error: { code: error.code, message: error.message } }), this.message?.trace);
+  }
+
+  async llm(params: { model: string; max_tokens: number; messages: unknown[]; [key: string]: unknown }): Promise<LlmResponse> {
+    const { model, ...rest } = params;
+    const r = await this.rt.call(SyscallOp.Llm, this.next({ to: model, body: rest }), this.message?.trace);
+    const effect = r.effect ?? { labels: [] };
+    const out: LlmResponse = { message: effect.result as LlmResponse["message"], labels: effect.labels };
+    if (effect.usage) out.usage = effect.usage;
+    return out;
+  }
+
+  async tool<T = unknown>(name: string, args: Record<string, unknown>): Promise<EffectResult<T>> {
+    const r = await this.rt.call(SyscallOp.Tool, this.next({ to: name, body: args }), this.message?.trace);
+    return { result: r.effect?.result as T, labels: r.effect?.labels ?? [] };
+  }
+
+  async memory<T = unknown>(namespace: string, op: string, args: Record<string, unknown> = {}): Promise<EffectResult<T>> {
+    const r = await this.rt.call(SyscallOp.Mem, this.next({ to: namespace, body: { ...args, op } }), this.message?.trace);
+    return { result: r.effect?.result as T, labels: r.effect?.labels ?? [] };
   }
 
   now(): number {

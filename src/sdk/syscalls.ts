@@ -24,6 +24,10 @@ export interface SyscallClientOptions {
   attemptTimeoutMs?: number;
   /** How long to keep retrying while the kernel is unavailable. */
   retryForMs?: number;
+  /** Called once when a syscall is held for a human (the call keeps waiting for the decision). */
+  onHeld?: (approval: string, message: string) => void;
+  /** How often to ask again while held (default 1 s, backing off to 5 s). */
+  heldPollMs?: number;
 }
 
 export class SyscallClient {
@@ -39,7 +43,12 @@ export class SyscallClient {
   ) {
     this.attemptTimeoutMs = opts.attemptTimeoutMs ?? 5_000;
     this.retryForMs = opts.retryForMs ?? 60_000;
+    this.onHeld = opts.onHeld;
+    this.heldPollMs = opts.heldPollMs ?? 1_000;
   }
+
+  private readonly onHeld: SyscallClientOptions["onHeld"];
+  private readonly heldPollMs: number;
 
   /** Issues a syscall; resolves with its result or throws the kernel's typed error. */
   async call(op: SyscallOp, request: SyscallRequest, trace?: string): Promise<SyscallResult> {
@@ -53,6 +62,7 @@ export class SyscallClient {
     }
     const giveUpAt = Date.now() + this.retryForMs;
     let delay = 50;
+    let heldPoll = 0;
     for (;;) {
       let raw: Uint8Array;
       try {
@@ -68,6 +78,15 @@ export class SyscallClient {
       }
       const reply = decodeMap(raw) as unknown as SyscallReply;
       if (reply.ok) return reply.result;
+      if (reply.error.code === ErrorCode.Held && !this.nc.isClosed()) {
+        // Held for a human: ask again with the same id until someone decides (or it expires,
+        // which the kernel answers as a denial). The answer then comes from the log.
+        const detail = reply.error.detail as { approval?: string; expiresAt?: number } | undefined;
+        if (heldPoll === 0) this.onHeld?.(String(detail?.approval ?? "?"), reply.error.message);
+        heldPoll = Math.min(heldPoll === 0 ? this.heldPollMs : heldPoll * 2, 5_000);
+        await new Promise((r) => setTimeout(r, heldPoll));
+        continue;
+      }
       throw MaxwellError.fromWire(reply.error);
     }
   }

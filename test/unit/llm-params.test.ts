@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { MaxwellError } from "../../src/protocol/errors.js";
-import { parseCompleteArgs } from "../../services/llm/params.js";
+import { parseCompleteArgs } from "../../src/protocol/llm-params.js";
 
 const base = { model: "claude-haiku-4-5", max_tokens: 100, messages: [{ role: "user", content: "hi" }] };
 

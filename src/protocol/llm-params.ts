@@ -6,7 +6,7 @@
  * through the kernel like any other.
  */
 import type { MessageCreateParamsNonStreaming } from "@anthropic-ai/sdk/resources/messages";
-import { ErrorCode, MaxwellError } from "../../src/protocol/errors.js";
+import { ErrorCode, MaxwellError } from "./errors.js";
 
 /** The request fields the gateway passes on. `stream` is the gateway's choice, never the agent's. */
 const ALLOWED = [
