@@ -1,0 +1,84 @@
+/**
+ * Entry point of the tool service: hosts the built-in tools (workspace files, HTTP fetch, the demo
+ * database) on `mx.svc.tools.>` with the service's own credential, configured by
+ * `<data>/tools.json`. The kernel is its only caller.
+ */
+import { parseArgs } from "node:util";
+import { createLogger } from "../../src/runtime/logger.js";
+import { dataLayout, resolveDataDir } from "../../src/runtime/paths.js";
+import { ServiceName, serviceSubjects } from "../../src/protocol/services.js";
+import { builtinTools, loadToolsConfig } from "./config.js";
+import { ToolService } from "./service.js";
+
+const HELP = `usage: maxwell-tools --nats URL [--data DIR] [--creds FILE] [--config FILE]
+
+Runs Maxwell's tool service: file-read, file-list, file-write (a sandboxed workspace), http-fetch
+(allowlisted hosts) and the demo database (db-query, db-drop). Only the kernel calls it.
+
+  --nats URL      NATS server (or MAXWELL_NATS_URL)
+  --data DIR      data directory (or MAXWELL_HOME, else ./.maxwell)
+  --creds FILE    credential (default <data>/creds/svc-tools.creds)
+  --config FILE   configuration (default <data>/tools.json; see docs/tools.md)`;
+
+let values: { nats?: string; data?: string; creds?: string; config?: string; help?: boolean };
+try {
+  ({ values } = parseArgs({
+    options: {
+      nats: { type: "string" },
+      data: { type: "string" },
+      creds: { type: "string" },
+      config: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  }));
+} catch (err) {
+  process.stderr.write(`maxwell-tools: ${(err as Error).message}\n${HELP}\n`);
+  process.exit(2);
+}
+if (values.help) {
+  process.stdout.write(HELP + "\n");
+  process.exit(0);
+}
+const servers = values.nats ?? process.env["MAXWELL_NATS_URL"];
+if (!servers) {
+  process.stderr.write("maxwell-tools: --nats URL is required\n" + HELP + "\n");
+  process.exit(2);
+}
+const log = createLogger("tools");
+const dataDir = resolveDataDir(values.data);
+const layout = dataLayout(dataDir);
+
+let service: ToolService;
+try {
+  const config = loadToolsConfig(dataDir, values.config);
+  service = new ToolService({
+    servers,
+    creds: values.creds ?? layout.credsOf(serviceSubjects.identity(ServiceName.Tools)),
+    tools: await builtinTools(config),
+    log,
+    ...(config.maxRunMs !== undefined ? { maxRunMs: config.maxRunMs } : {}),
+  });
+  await service.start();
+  log.info({ workspace: config.workspace.root, allow: config.fetch.allow, db: config.db.dir, dropEnabled: config.db.adminPasswordSha256 !== undefined }, "configured");
+} catch (err) {
+  log.fatal({ err: err instanceof Error ? err.message : String(err) }, "tool service failed to start");
+  process.exit(1);
+}
+
+let stopping = false;
+async function shutdown(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  log.info({ signal }, "stopping");
+  await service.stop();
+  process.exit(0);
+}
+process.on("SIGTERM", () => void shutdown("SIGTERM"));
+process.on("SIGINT", () => void shutdown("SIGINT"));
+
+process.stdout.write("tools ready\n");
+const closed = await service.closed();
+if (!stopping) {
+  log.error({ err: closed instanceof Error ? closed.message : undefined }, "NATS connection closed; exiting");
+  process.exit(1);
+}
