@@ -48,7 +48,27 @@ describe("PolicyEngine", () => {
 
   it("loads the default set with its policy ids and a hash of its text", () => {
     const set = engine.load(DEFAULTS);
-    expect(set.ids).toEqual(["principals-send-work", "agents-reply", "principals-allow-replies", "coordinators-to-workers"]);
+    expect([...set.ids].sort()).toEqual(
+      [
+        "agents-own-memory",
+        "agents-read-tools",
+        "agents-reply",
+        "agents-use-models",
+        "approvers-decide",
+        "confidential-to-cleared-agents",
+        "confidential-to-cleared-tools",
+        "coordinators-to-workers",
+        "hold-destructive",
+        "hold-untrusted-consequential",
+        "principals-allow-memory",
+        "principals-allow-models",
+        "principals-allow-replies",
+        "principals-allow-tools",
+        "principals-send-work",
+        "tool-users-call-tools",
+      ],
+    );
+    expect([...set.holds.keys()].sort()).toEqual(["hold-destructive", "hold-untrusted-consequential"]);
     expect(set.hash).toMatch(/^[0-9a-f]{64}$/);
     expect(engine.policySet).toBe(set);
   });
@@ -109,6 +129,45 @@ permit (principal, action, resource) when { context.depth * 9223372036854775807 
     const d = engine.decide(ask(alice, coord, { depth: 3 }));
     expect(d.effect).toBe("deny");
     expect(d.policies).toEqual(["deep-permit"]);
+  });
+
+  describe("holds and labels", () => {
+    const tool = (effect: string): Entity => ({ type: "Tool", name: `t-${effect}`, groups: [], attrs: { effect } });
+    const toolUser: Entity = { type: "Agent", name: "ops", groups: ["tool-users"] };
+
+    it("says why an allowed decision must wait for a human when a @hold permit matched", () => {
+      engine.load(DEFAULTS);
+      const destructive = engine.decide(ask(toolUser, tool("destructive"), { action: "tool.call" }));
+      expect(destructive.effect).toBe("allow");
+      expect(engine.holdReason(destructive)).toBe("destructive tool call");
+      const write = engine.decide(ask(toolUser, tool("write"), { action: "tool.call" }));
+      expect(write.effect).toBe("allow");
+      expect(engine.holdReason(write)).toBeUndefined();
+    });
+
+    it("lets policies read labels: untrusted input turns a write into a hold, confidential data stays with cleared sinks", () => {
+      engine.load(DEFAULTS);
+      const steered = engine.decide(ask(toolUser, tool("write"), { action: "tool.call", labels: ["untrusted"] }));
+      expect(steered.policies).toEqual(["hold-untrusted-consequential"]);
+      expect(engine.holdReason(steered)).toBe("untrusted data steers a consequential tool call");
+      expect(engine.holdReason(engine.decide(ask(toolUser, tool("read"), { action: "tool.call", labels: ["untrusted"] })))).toBeUndefined();
+      expect(engine.decide(ask(alice, worker, { labels: ["conf:pii"] }))).toMatchObject({ effect: "deny", policies: ["confidential-to-cleared-agents"] });
+      expect(engine.decide(ask(alice, { ...worker, groups: ["workers", "cleared"] }, { labels: ["conf:pii"] })).effect).toBe("allow");
+    });
+
+    it("refuses @hold on a forbid: a forbid already denies", () => {
+      const e = refusal(() => engine.load(`@id("x") @hold("no") forbid (principal, action, resource);`));
+      expect(e.message).toMatch(/@hold belongs on a permit/);
+    });
+
+    it("gives policies the kernel clock as data (UTC hour and weekday)", () => {
+      engine.load(`${DEFAULTS}
+@id("no-night-work")
+forbid (principal, action == Maxwell::Action::"message.send", resource) when { context.hour < 6 };
+`);
+      expect(engine.decide(ask(alice, coord, { at: Date.UTC(2026, 0, 1, 3) })).effect).toBe("deny");
+      expect(engine.decide(ask(alice, coord, { at: Date.UTC(2026, 0, 1, 9) })).effect).toBe("allow");
+    });
   });
 
   describe("loading a bad policy set", () => {
