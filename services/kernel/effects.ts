@@ -36,7 +36,7 @@ import { jetstreamManager, requestRaw, type JetStreamManager, type NatsConnectio
 import type { Logger } from "../../src/runtime/logger.js";
 import type { Appender } from "./appender.js";
 import type { Outcome, PendingOf } from "./decide.js";
-import { SecretStore } from "./secrets.js";
+import { SecretStore } from "../../src/runtime/secrets.js";
 import type { KernelState, OpenEffect } from "./state.js";
 
 /** How long the kernel waits for each service. */

@@ -9,7 +9,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ErrorCode, EventType, SyscallOp, decodeMap, encode, newScope, subjects, syscallId, type LogEvent } from "../../src/protocol/mod.js";
+import { ErrorCode, EventType, SyscallOp, decodeMap, encode, newScope, parseLogEvent, subjects, syscallId, type LogEvent } from "../../src/protocol/mod.js";
 import { packageRoot } from "../../src/runtime/paths.js";
 import { createLogger } from "../../src/runtime/logger.js";
 import { connectNats, type NatsConnection } from "../../src/transport/connection.js";
@@ -350,5 +350,12 @@ describe("governance: budgets, holds and labels", () => {
       expect(outcomes.get("pii-post")).toBe(ErrorCode.Forbidden);
       expect(tools.calls.some((c) => c.target === "web-post")).toBe(false);
     });
+  });
+
+  it("writes only events that the published log-event schema accepts", async () => {
+    const log = await events();
+    const kinds = new Set(log.map((e) => e.type));
+    for (const t of [EventType.EffectStarted, EventType.EffectCompleted, EventType.BudgetSet, EventType.ApprovalRequested, EventType.ApprovalDecided, EventType.ToolRegistered]) expect(kinds).toContain(t);
+    for (const e of log) expect(() => parseLogEvent(e)).not.toThrow();
   });
 });

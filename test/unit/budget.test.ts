@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { ErrorCode } from "../../src/protocol/mod.js";
+import { ErrorCode, type TraceId } from "../../src/protocol/mod.js";
 import { Budgets, budgetKeys } from "../../services/kernel/budget.js";
 
-const TRACE = "0af7651916cd43dd8448eb211c80319c";
+const TRACE = "0af7651916cd43dd8448eb211c80319c" as TraceId;
 
 describe("budgets", () => {
   it("counts an agent's action against the agent, its principal and the trace; a principal's own against itself and the trace", () => {

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { MaxwellError } from "../../src/protocol/errors.js";
-import { SecretStore, secretStorePaths } from "../../services/kernel/secrets.js";
+import { SecretStore, secretStorePaths } from "../../src/runtime/secrets.js";
 
 const root = mkdtempSync(join(tmpdir(), "maxwell-secrets-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));

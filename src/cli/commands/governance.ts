@@ -9,7 +9,7 @@ import { ErrorCode, MaxwellError, SyscallOp, newScope, subjects, syscallId, type
 import type { ApprovalSummary, BudgetRow, ToolRegisterRequest } from "../../runtime/admin.js";
 import { SyscallClient } from "../../sdk/syscalls.js";
 import { connectNats } from "../../transport/connection.js";
-import { SecretStore } from "../../../services/kernel/secrets.js";
+import { SecretStore } from "../../runtime/secrets.js";
 import { cliContext, fail, type GlobalOptions } from "../context.js";
 
 function whole(flag: string) {

@@ -16,8 +16,8 @@
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { ErrorCode, MaxwellError } from "../../src/protocol/errors.js";
-import { assertName } from "../../src/protocol/subjects.js";
+import { ErrorCode, MaxwellError } from "../protocol/errors.js";
+import { assertName } from "../protocol/subjects.js";
 
 const FORMAT = "maxwell-secrets/1";
 const ALGORITHM = "aes-256-gcm";
