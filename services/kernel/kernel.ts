@@ -542,7 +542,8 @@ export class Kernel {
   private onStored(event: LogEvent, subject: string, hash: string, data: Uint8Array, traceparent: string | undefined): void {
     evolve(this.state, event, hash);
     this.deliverer.stored(event.seq, subject, data, traceparent);
-    this.sinceCheckpoint += 1;
+    // A checkpoint does not count: an idle kernel writes none.
+    if (event.type !== EventType.Checkpoint) this.sinceCheckpoint += 1;
     if (event.type === EventType.Message && event.kind === "request" && event.deadline !== undefined) this.armTimeout(event.id, event.deadline);
     if (event.type === EventType.ApprovalRequested) this.armApproval(event.id, event.expiresAt);
     if (event.type === EventType.ApprovalDecided) {

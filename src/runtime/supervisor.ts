@@ -390,12 +390,22 @@ async function terminate(child: ChildProcess | undefined, graceMs = 10_000): Pro
   clearTimeout(timer);
 }
 
-/** The demo: a coordinator fanning work out to two workers, and a rogue agent the policy stops. */
+/**
+ * The demo: a coordinator fanning work out to two workers, a rogue agent the policy stops, and an
+ * ops agent that finds a database token in a runbook and tries to drop a table (carol approves or
+ * denies; see src/runtime/demo.ts for its setup).
+ */
 export function demoConfig(): DaemonConfig {
   const script = (name: string) => join(packageRoot, "dist", "examples", "demo", `${name}.js`);
   return {
-    principals: [{ name: "alice" }],
+    principals: [{ name: "alice" }, { name: "carol", groups: ["approvers"] }],
     agents: [
+      {
+        name: "ops",
+        command: [process.execPath, script("ops")],
+        groups: ["tool-users"],
+        env: { MAXWELL_DEMO_MODEL: process.env["ANTHROPIC_API_KEY"] ? "claude-haiku-4-5" : "maxwell-offline" },
+      },
       { name: "coordinator", command: [process.execPath, script("coordinator")], groups: ["coordinators"] },
       { name: "worker-1", command: [process.execPath, script("worker")], groups: ["workers"] },
       { name: "worker-2", command: [process.execPath, script("worker")], groups: ["workers"] },

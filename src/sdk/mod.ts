@@ -20,5 +20,7 @@ export type { Scope } from "../protocol/events.js";
 export { runAgent } from "./runner.js";
 export type { RunOptions, RunningAgent } from "./runner.js";
 export { main } from "./main.js";
+export { fence } from "./spotlight.js";
+export type { EffectResult, LlmResponse } from "./agent.js";
 export { ErrorCode, MaxwellError } from "../protocol/errors.js";
 export type { WireError } from "../protocol/errors.js";

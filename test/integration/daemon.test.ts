@@ -3,7 +3,7 @@
  * restarts one that crashes, and the demo's work still completes through the restarted agent.
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -62,5 +62,25 @@ describe("maxwell up --demo", () => {
     const trace = /trace (\w+)/.exec(sent.stdout)?.[1] as string;
     expect(trace).toMatch(/^[0-9a-f]{32}$/);
     await eventually(async () => /reply\s+worker-1 → coordinator.*AFTER/.test(await log("--trace", trace)), "the restarted worker-1 to answer", 30_000);
+  }, 90_000);
+
+  it("replays the incident: the token an agent finds is redacted everywhere, and its drop waits for a human who says no", async () => {
+    const cli = async (...args: string[]) => (await run(process.execPath, [cliEntry(), "--data", dir, ...args], { env: { ...process.env, MAXWELL_LOG_LEVEL: "warn" } })).stdout;
+    await eventually(async () => /HELD\s+ops tool → db-drop/.test(await log()), "the held drop", 30_000);
+    const text = await log();
+    expect(text).toMatch(/result\s+ops ← file-read .*REDACTED 1/);
+    const token = /Admin token for the database \(temporary, remove me\): (\S+)/.exec(readFileSync(join(dir, "workspace", "ops", "runbook.md"), "utf8"))?.[1] as string;
+    expect(token).toMatch(/^dbadm-/);
+    expect(await log("--json")).not.toContain(token);
+    for (const f of readdirSync(join(dir, "logs"))) expect(readFileSync(join(dir, "logs", f), "utf8")).not.toContain(token);
+
+    const held = JSON.parse(await cli("approvals", "--json")) as Array<{ id: string; to: string }>;
+    const drop = held.find((a) => a.to === "db-drop");
+    expect(drop).toBeDefined();
+    await cli("deny", drop?.id as string, "--as", "carol", "--reason", "not part of a cleanup");
+    expect(await log()).toMatch(/REFUSED\s+\S+ by carol: not part of a cleanup/);
+    expect((JSON.parse(await cli("approvals", "--all", "--json")) as Array<{ id: string; status: string }>).find((a) => a.id === drop?.id)?.status).toBe("denied");
+    const tables = JSON.parse(readFileSync(join(dir, "db", "customers.json"), "utf8")) as unknown;
+    expect(tables).toBeTruthy();
   }, 90_000);
 });

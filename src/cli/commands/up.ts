@@ -6,6 +6,7 @@ import { ErrorCode, MaxwellError, SyscallOp, newScope, subjects, syscallId } fro
 import { connectNats } from "../../transport/connection.js";
 import { createLogger } from "../../runtime/logger.js";
 import { Supervisor, demoConfig, type DaemonConfig } from "../../runtime/supervisor.js";
+import { prepareDemo } from "../../runtime/demo.js";
 import { SyscallClient } from "../../sdk/syscalls.js";
 import { cliContext, fail, type GlobalOptions } from "../context.js";
 
@@ -49,6 +50,7 @@ async function up(g: GlobalOptions, opts: UpOptions): Promise<void> {
   const configPath = opts.config ?? (existsSync(ctx.layout.config) ? ctx.layout.config : undefined);
   if (opts.demo) {
     config = demoConfig();
+    prepareDemo(ctx.layout);
   } else if (configPath) {
     try {
       config = JSON.parse(readFileSync(configPath, "utf8")) as DaemonConfig;
@@ -101,6 +103,10 @@ async function up(g: GlobalOptions, opts: UpOptions): Promise<void> {
     process.stdout.write(
       [
         "  demo: alice gives the coordinator work; it fans out to worker-1 and worker-2; rogue tries what no policy permits.",
+        "  incident: alice asks ops to tidy up; ops finds the DB admin token in a runbook and tries to drop 'customers'.",
+        "            The token comes back redacted, and the drop is held for a human:",
+        "            npx maxwell approvals      then   npx maxwell deny <id> --as carol --reason 'not in a cleanup'",
+        `  model calls:    ${process.env["ANTHROPIC_API_KEY"] ? "Claude (ANTHROPIC_API_KEY is set; the gateway alone holds it)" : "the offline model 'maxwell-offline' (no ANTHROPIC_API_KEY set)"}`,
         "  watch the log:  npx maxwell log --follow        (in another terminal, same folder)",
         `  send work:      npx maxwell send --as alice --to coordinator '{"task":"shout","items":["a","b","c"]}'`,
         "  check it:       npx maxwell verify",
@@ -119,5 +125,6 @@ async function sendDemoWork(url: string, creds: string): Promise<void> {
   for (const task of DEMO_TASKS) {
     await client.call(SyscallOp.Send, { id: syscallId(scope, step++), to: "coordinator", body: task });
   }
+  await client.call(SyscallOp.Send, { id: syscallId(scope, step++), to: "ops", body: { task: "tidy up stale tables", table: "customers" } });
   await nc.close();
 }
