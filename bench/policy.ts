@@ -76,7 +76,7 @@ export function measurePolicy(say: (line: string) => void): PolicyResults {
     principal: "alice",
     depth: 1,
     // Labels on: the context carries them and the cache key includes them.
-    labels: ["conf:internal", "untrusted"],
+    labels: ["untrusted"],
     at: REQUEST.at,
   };
   const delegatedUs: number[] = [];
