@@ -21,6 +21,7 @@ import {
   consumers,
   decodeMap,
   encode,
+  serviceSubjects,
   subjects,
   syscallId,
   type AckRequest,
@@ -241,6 +242,7 @@ describe("perimeter", () => {
       ["the JetStream API", "$JS.API.>"],
       ["JetStream acks", "$JS.ACK.>"],
       ["the kernel's inboxes (where JetStream hands it the agents' consumers)", "_INBOX.>"],
+      ["the services behind the kernel (model gateway, tools, memory)", "mx.svc.>"],
       ["everything", ">"],
     ])("refuses an agent credential subscribing to %s (%s)", async (_what, subject) => {
       const nc = await connectAs("mallory");
@@ -513,6 +515,45 @@ describe("perimeter", () => {
       expect(after.state.messages).toBeGreaterThanOrEqual(before.state.messages);
       const still = await kjsm.streams.getMessage(LOG_STREAM, { seq: 1 });
       expect(still?.data).toEqual(first?.data);
+    });
+  });
+
+  describe("a service credential", () => {
+    async function connectService(service: string): Promise<NatsConnection> {
+      const nc = await connectNats({ servers: h.url, creds: h.layout.credsOf(serviceSubjects.identity(service)), name: `test:svc-${service}`, reconnect: false });
+      opened.push(nc);
+      return nc;
+    }
+
+    it("refuses an agent calling a service directly: only the kernel reaches the model gateway, tools and memory", async () => {
+      const nc = await connectAs("mallory");
+      for (const service of ["llm", "tools", "memory"]) {
+        await expect(nc.request(serviceSubjects.call(service, "call"), encode({ target: "db-drop", args: {} }), { timeout: 5000 })).rejects.toThrow(PERMISSIONS_VIOLATION);
+      }
+    });
+
+    it("lets a service answer the kernel's calls, and publish nowhere else", async () => {
+      const tools = await connectService("tools");
+      const v = watchViolations(tools);
+      tools.subscribe(serviceSubjects.all("tools"), { callback: (_e, m) => void m.respond(encode({ ok: true, result: "answered" })) });
+      await tools.flush();
+      const answer = decodeMap((await kernelNc.request(serviceSubjects.call("tools", "call"), encode({}), { timeout: 5000 })).data);
+      expect(answer).toEqual({ ok: true, result: "answered" });
+      for (const subject of [subjects.logInbox("victim"), subjects.delivery("victim"), subjects.syscall("victim", SyscallOp.Send), `${subjects.inboxPrefix("victim")}.x`, serviceSubjects.call("llm", "complete"), subjects.admin("register")]) {
+        tools.publish(subject, encode({ forged: true }));
+        const err = await v.waitFor("Publish", subject);
+        expect(err.message).toMatch(PERMISSIONS_VIOLATION);
+      }
+    });
+
+    it("refuses a service listening to another service's calls or the log", async () => {
+      const tools = await connectService("tools");
+      const v = watchViolations(tools);
+      for (const subject of [serviceSubjects.all("llm"), subjects.logAll(), subjects.delivery("victim")]) {
+        tools.subscribe(subject, { callback: () => undefined });
+        const err = await v.waitFor("Subscription", subject);
+        expect(err.message).toMatch(PERMISSIONS_VIOLATION);
+      }
     });
   });
 
