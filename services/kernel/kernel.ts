@@ -83,6 +83,7 @@ import type {
   ReadResult,
   RegisterRequest,
   RegisterResult,
+  StateReplayResult,
 } from "../../src/runtime/admin.js";
 import type { Logger } from "../../src/runtime/logger.js";
 import { Appender } from "./appender.js";
@@ -92,7 +93,7 @@ import { EffectRunner } from "./effects.js";
 import { manifestHash, validateManifest } from "../../src/protocol/manifest.js";
 import { PolicyEngine } from "./policy.js";
 import { whatIf } from "./what-if.js";
-import { evolve, initialState, syscallKey, type KernelState } from "./state.js";
+import { evolve, initialState, stateDigest, stateSummary, syscallKey, type KernelState } from "./state.js";
 
 const BUDGET_FIELDS = ["tokens", "microUsd", "toolCalls", "messagesPerMinute", "concurrent", "pendingApprovals", "depth"];
 
@@ -696,6 +697,9 @@ export class Kernel {
         case AdminOp.Memory:
           reply = await this.memoryAdmin(body);
           break;
+        case AdminOp.State:
+          reply = { ok: true, result: await this.replayState(body["to"]) };
+          break;
         case AdminOp.Checkpoint:
           await this.appender.drain();
           reply = { ok: true, result: { upTo: await this.checkpoint() } };
@@ -818,6 +822,43 @@ export class Kernel {
       this.policy.invalidate();
       this.opts.log.info({ tool: manifest.name, version: manifest.version, effect: manifest.effect, hash: hash.slice(0, 12) }, pinned ? "tool re-approved" : "tool pinned");
       result.tools.push({ ...row, status: pinned ? "re-approved" : "pinned" });
+    }
+    return result;
+  }
+
+  /**
+   * State replay: folds the log into a fresh state, as a restarted kernel would, and compares its
+   * digest with the live state's at the same seq. With `to`, folds only that far and shows the
+   * state as of then (time travel without re-running anything).
+   */
+  private async replayState(to: unknown): Promise<StateReplayResult> {
+    if (to !== undefined && (typeof to !== "number" || !Number.isInteger(to) || to < 1)) throw new MaxwellError(ErrorCode.BadRequest, "'to' must be a sequence number >= 1");
+    // The live digest is taken synchronously, so it is the state at exactly this head.
+    const live = to === undefined ? { seq: this.state.head.seq, digest: stateDigest(this.state) } : undefined;
+    const upTo = to ?? (live as { seq: number }).seq;
+    const replayed = initialState();
+    const t0 = performance.now();
+    let expectedPrev = GENESIS_PREV;
+    for await (const entry of readLog(this.js, this.jsm, { fromSeq: 1 })) {
+      if (entry.seq > upTo) break;
+      const event = decodeMap(entry.data) as unknown as LogEvent;
+      if (event.prev !== expectedPrev || event.seq !== entry.seq) throw new MaxwellError(ErrorCode.Conflict, `the log's hash chain is broken at seq ${entry.seq}`);
+      expectedPrev = entryHash(entry.subject, entry.data);
+      evolve(replayed, event, expectedPrev);
+      if (entry.seq === upTo) break;
+    }
+    const ms = performance.now() - t0;
+    const result: StateReplayResult = {
+      seq: replayed.head.seq,
+      events: replayed.events,
+      ms: Math.round(ms),
+      eventsPerSec: Math.round(replayed.events / Math.max(ms / 1000, 1e-6)),
+      replayed: stateDigest(replayed),
+      summary: stateSummary(replayed),
+    };
+    if (live) {
+      result.live = live.digest;
+      result.identical = live.digest === result.replayed && live.seq === replayed.head.seq;
     }
     return result;
   }

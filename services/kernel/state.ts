@@ -22,6 +22,7 @@ import {
   type TraceId,
   type WireError,
 } from "../../src/protocol/mod.js";
+import { createHash } from "node:crypto";
 import { Budgets, budgetKeys } from "./budget.js";
 
 /** What a syscall produced, kept so a repeat of it is answered from the log. */
@@ -342,4 +343,47 @@ export function evolve(state: KernelState, event: LogEvent, hash: string): Kerne
       break;
   }
   return state;
+}
+
+/**
+ * A digest of everything the state holds: identities, remembered syscalls and deliveries, open
+ * requests and effects, tools, approvals, labels, budgets (limits and usage), policy set and head.
+ * A kernel rebuilt from the log must arrive at the same digest as the live one; `maxwell replay
+ * state` compares them. Live-only bookkeeping (provisional budget charges) is left out.
+ */
+export function stateDigest(state: KernelState): string {
+  const h = createHash("sha256");
+  const section = (name: string, entries: Iterable<[unknown, unknown]>): void => {
+    h.update(`\n#${name}\n`);
+    for (const [k, v] of entries) h.update(`${JSON.stringify(k)}=${JSON.stringify(v)}\n`);
+  };
+  h.update(JSON.stringify({ policySet: state.policySet, kernelKey: state.kernelKey, head: state.head, lastCheckpoint: state.lastCheckpoint, events: state.events }));
+  section("identities", state.identities);
+  section("syscalls", state.syscalls);
+  section("deliveries", state.deliveries);
+  section("pending", state.pending);
+  section("tools", state.tools);
+  section("effects", state.effects);
+  section("approvals", state.approvals);
+  section("labels", state.agentLabels);
+  section("budget-limits", state.budgets.limits);
+  section("budget-usage", state.budgets.usage);
+  return h.digest("hex");
+}
+
+/** What the state holds, in numbers and names: `maxwell replay state --to SEQ` prints it. */
+export function stateSummary(state: KernelState): Record<string, unknown> {
+  const approvals: Record<string, number> = {};
+  for (const a of state.approvals.values()) approvals[a.status] = (approvals[a.status] ?? 0) + 1;
+  return {
+    seq: state.head.seq,
+    events: state.events,
+    policySet: state.policySet,
+    identities: [...state.identities.values()].map((i) => ({ name: i.name, kind: i.kind, groups: i.groups, ...(i.control ? { control: i.control } : {}) })),
+    tools: [...state.tools.values()].map((t) => ({ name: t.manifest.name, version: t.manifest.version, effect: t.manifest.effect, hash: t.hash })),
+    pendingRequests: state.pending.size,
+    openEffects: state.effects.size,
+    approvals,
+    budgets: state.budgets.report().map((r) => ({ key: r.key, ...(r.limits ? { limits: r.limits } : {}), tokens: r.usage.tokens, microUsd: r.usage.microUsd, toolCalls: r.usage.toolCalls })),
+  };
 }

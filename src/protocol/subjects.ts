@@ -72,6 +72,8 @@ export const AdminOp = {
   ToolRegister: "tool-register",
   /** Registered tools and their pinned hashes. */
   Tools: "tools",
+  /** Rebuild the kernel's state from the log and compare its digest with the live one (or show it as of a seq). */
+  State: "state",
   /** Memory for people (ls, get, search, export, digest): forwarded to the memory service. */
   Memory: "memory",
 } as const;

@@ -4,7 +4,7 @@
  */
 import { ErrorCode, MaxwellError, decodeMap, encode, subjects, type AdminOp } from "../protocol/mod.js";
 import { connectNats, requestRaw, type NatsConnection } from "../transport/connection.js";
-import type { ApprovalSummary, BudgetRow, BudgetSetRequest, ToolRegisterRequest, ToolRegisterResult, ToolSummary } from "./admin.js";
+import type { ApprovalSummary, BudgetRow, BudgetSetRequest, StateReplayResult, ToolRegisterRequest, ToolRegisterResult, ToolSummary } from "./admin.js";
 import type { AdminReply, ControlRequest, ControlResult, IdentitySummary, KernelStatus, PolicyApplyResult, PolicyTestRequest, PolicyTestResult, ReadRequest, ReadResult, RegisterRequest, RegisterResult } from "./admin.js";
 
 export class AdminClient {
@@ -60,6 +60,10 @@ export class AdminClient {
   }
   tools(): Promise<ToolSummary[]> {
     return this.call("tools", {});
+  }
+  /** Rebuilds the kernel's state from the log and compares digests (or shows it as of `to`). */
+  replayState(to?: number): Promise<StateReplayResult> {
+    return this.call("state", to === undefined ? {} : { to }, 120_000);
   }
   /** A memory operation for people, forwarded by the kernel to the memory service. */
   memory<T = unknown>(body: Record<string, unknown>, timeoutMs = 30_000): Promise<T> {

@@ -150,3 +150,18 @@ export interface ToolSummary {
   groups: string[];
   description: string;
 }
+
+export interface StateReplayResult {
+  /** Last seq folded. */
+  seq: number;
+  events: number;
+  ms: number;
+  eventsPerSec: number;
+  /** Digest of the state rebuilt from the log. */
+  replayed: string;
+  /** Digest of the live kernel's state at the same seq (absent with `to`). */
+  live?: string;
+  identical?: boolean;
+  /** What the rebuilt state holds. */
+  summary: Record<string, unknown>;
+}
