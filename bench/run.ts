@@ -235,7 +235,20 @@ async function main(): Promise<void> {
       cpu,
     });
 
+    say("state rebuild: fold the whole log into a fresh kernel state and compare digests with the live one");
+    const stateReplay = await d.admin.replayState();
     const { rows: table, ratios } = rows(raw, kernel, policy);
+    table.push(
+      { section: "replay and audit" },
+      {
+        name: `state rebuild from the log (${stateReplay.events} events)`,
+        value: stateReplay.eventsPerSec,
+        unit: "events/s",
+        target: ">= 100000",
+        pass: stateReplay.eventsPerSec >= 100_000,
+      },
+      { name: "  rebuilt state digest equals live", value: stateReplay.identical ? 1 : 0, unit: "bool" },
+    );
     const cpuList = cpus();
     const machine = {
       node: process.version,
@@ -271,6 +284,7 @@ async function main(): Promise<void> {
           raw,
           kernel,
           policy,
+          stateReplay: { events: stateReplay.events, ms: stateReplay.ms, eventsPerSec: stateReplay.eventsPerSec, identical: stateReplay.identical },
           kernelWarnings: d.kernelWarnings.slice(0, 20),
           durationMs: Math.round(performance.now() - started),
         },
