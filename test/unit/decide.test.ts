@@ -432,6 +432,27 @@ permit (principal in Maxwell::Group::"workers", action in [Maxwell::Action::"mes
       expect(narrower.event).toMatchObject({ type: EventType.Message, scope: { actions: [], expiresAt: NOW + 500 } });
     });
 
+    it("keeps a delegation cycle from widening: the scope can only shrink around the loop, and the loop ends", () => {
+      // coord → worker → helper → worker → ... each hop hands on the scope it got (or less).
+      const first = delegate({ actions: ["message.send"], expiresAt: NOW + 60_000 });
+      let cause = first as LogEvent & { type: "message" };
+      let holder = "worker";
+      for (let hop = 0; hop < 6; hop++) {
+        const next = holder === "worker" ? "helper" : "worker";
+        const back = fold.commit(decide(holder, SyscallOp.Send, { id: `${cause.id}:0`, to: next, causation: cause.id }));
+        expect(back).toMatchObject({ type: EventType.Message, scope: { actions: ["message.send"], expiresAt: NOW + 60_000 } });
+        // Asking for more on the way round is refused at every hop.
+        const wider = appended(decide(next, SyscallOp.Send, { id: `${back.id}:9`, to: holder, causation: back.id, scope: { actions: ["message.send", "message.request"] } }));
+        expect(wider.event).toMatchObject({ type: EventType.Denied, decision: { policies: ["kernel:scope-widening"] } });
+        cause = back as LogEvent & { type: "message" };
+        holder = next;
+      }
+      // Narrowing to nothing ends it: the next hop may do nothing at all.
+      const last = fold.commit(decide(holder, SyscallOp.Send, { id: `${cause.id}:0`, to: holder === "worker" ? "helper" : "worker", causation: cause.id, scope: { actions: [] } }));
+      const stopped = appended(decide(holder === "worker" ? "helper" : "worker", SyscallOp.Send, { id: `${last.id}:0`, to: holder, causation: last.id }));
+      expect(stopped.event).toMatchObject({ type: EventType.Denied, decision: { policies: ["kernel:scope"] } });
+    });
+
     it("denies everything for the work once its scope has expired, but the request can still be answered", () => {
       const req = delegate({ expiresAt: NOW - 1 });
       const out = appended(decide("worker", SyscallOp.Send, { id: `${req.id}:0`, to: "helper", causation: req.id }));
