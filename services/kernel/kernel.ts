@@ -497,6 +497,29 @@ export class Kernel {
     }
   }
 
+  /**
+   * Tells every principal whom the policies allow to decide this held action, on its own inbox
+   * (`maxwell approvals --watch --as NAME` listens there). Best effort: the log is the record.
+   */
+  private notifyApprovers(event: Extract<LogEvent, { type: "approval.requested" }>): void {
+    const agent = this.state.identities.get(event.actor);
+    if (!agent) return;
+    const notice = encode({ approval: event.id, actor: event.actor, principal: event.principal, op: event.op, to: event.request.to, body: event.request.body ?? null, reason: event.reason, labels: event.labels, digest: event.digest, expiresAt: event.expiresAt });
+    for (const p of this.state.identities.values()) {
+      if (p.kind !== "principal") continue;
+      const asked = this.policy.decide({
+        actor: { type: "Principal", name: p.name, groups: p.groups },
+        action: "approval.decide",
+        resource: { type: "Agent", name: agent.name, groups: agent.groups },
+        principal: p.name,
+        depth: 0,
+        labels: event.labels,
+        at: event.at,
+      });
+      if (asked.effect === "allow") this.nc.publish(subjects.approvalNotices(p.name), notice);
+    }
+  }
+
   private armApproval(id: EventId, expiresAt: number): void {
     const fire = (): void => {
       this.approvalTimers.delete(id);
@@ -546,7 +569,10 @@ export class Kernel {
     // A checkpoint does not count: an idle kernel writes none.
     if (event.type !== EventType.Checkpoint) this.sinceCheckpoint += 1;
     if (event.type === EventType.Message && event.kind === "request" && event.deadline !== undefined) this.armTimeout(event.id, event.deadline);
-    if (event.type === EventType.ApprovalRequested) this.armApproval(event.id, event.expiresAt);
+    if (event.type === EventType.ApprovalRequested) {
+      this.armApproval(event.id, event.expiresAt);
+      this.notifyApprovers(event);
+    }
     if (event.type === EventType.ApprovalDecided) {
       const t = this.approvalTimers.get(event.approval);
       if (t) {

@@ -115,6 +115,8 @@ export const subjects = {
   allSyscalls: (): string => `${PREFIX}.sys.*.*`,
   /** An actor's inbox prefix: syscall replies come here, published only by the kernel. */
   inboxPrefix: (actor: string): string => `${PREFIX}.rep.${named(actor)}`,
+  /** Where the kernel notifies a principal who may decide a held action (under its own inbox). */
+  approvalNotices: (principal: string): string => `${PREFIX}.rep.${named(principal)}.approvals`,
   /** Everything under an actor's inbox. */
   inboxOf: (actor: string): string => `${PREFIX}.rep.${named(actor)}.>`,
   /** All inboxes (the kernel publishes replies into them). */

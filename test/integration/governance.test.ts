@@ -38,6 +38,8 @@ describe("governance: budgets, holds and labels", () => {
   const connections: NatsConnection[] = [];
   const principals = new Map<string, SyscallClient>();
   const outcomes = new Map<string, unknown>();
+  /** Approval notices each principal received on its inbox. */
+  const notices = new Map<string, unknown[]>();
 
   async function events(): Promise<LogEvent[]> {
     const out: LogEvent[] = [];
@@ -49,6 +51,10 @@ describe("governance: budgets, holds and labels", () => {
     const r = await h.register(name, "principal", groups);
     const nc = await connectNats({ servers: h.url, creds: new TextEncoder().encode(r.creds), name, inboxPrefix: subjects.inboxPrefix(name) });
     connections.push(nc);
+    const seen: unknown[] = [];
+    notices.set(name, seen);
+    nc.subscribe(subjects.approvalNotices(name), { callback: (_e, m) => void seen.push(decodeMap(m.data)) });
+    await nc.flush();
     const client = new SyscallClient(nc, name, { retryForMs: 20_000 });
     principals.set(name, client);
     return client;
@@ -218,6 +224,11 @@ describe("governance: budgets, holds and labels", () => {
       digest = held?.digest ?? "";
       expect(tools.calls.some((c) => c.target === "db-drop")).toBe(false);
       expect(outcomes.has("drop")).toBe(false);
+      // The principals allowed to decide are told; the others are not.
+      await until(() => (notices.get("carol") ?? []).length > 0, "carol's notice");
+      expect(notices.get("carol")?.[0]).toMatchObject({ approval: approvalId, actor: "ops", to: "db-drop", digest });
+      expect(notices.get("mallory")).toEqual([]);
+      expect(notices.get("alice")).toEqual([]);
     });
 
     it("refuses a decision by an agent, by a principal not allowed to approve, and for a different request", async () => {
@@ -248,7 +259,7 @@ describe("governance: budgets, holds and labels", () => {
 
       const carol = principals.get("carol") as SyscallClient;
       await carol.call(SyscallOp.Approve, { id: syscallId(`t-${newScope()}`, 0), body: { approval: approvalId, digest, verdict: "approve", reason: "planned maintenance" } });
-      await until(() => outcomes.has("drop"), "the approved drop to run and answer the agent", 20_000);
+      await until(() => outcomes.has("drop"), "the approved drop to run and answer the agent", 40_000);
       expect(outcomes.get("drop")).toEqual({ dropped: "prod" });
       expect(tools.calls.filter((c) => c.target === "db-drop")).toHaveLength(1);
 

@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import type { Command } from "commander";
-import { ErrorCode, MaxwellError, SyscallOp, newScope, subjects, syscallId, type BudgetLimits, type BudgetScope } from "../../protocol/mod.js";
+import { ErrorCode, MaxwellError, SyscallOp, decodeMap, newScope, subjects, syscallId, type BudgetLimits, type BudgetScope } from "../../protocol/mod.js";
 import type { ApprovalSummary, BudgetRow, ToolRegisterRequest } from "../../runtime/admin.js";
 import { SyscallClient } from "../../sdk/syscalls.js";
 import { connectNats } from "../../transport/connection.js";
@@ -61,6 +61,25 @@ function approvalLine(a: ApprovalSummary): string {
     `  request: ${body.length > 300 ? `${body.slice(0, 299)}…` : body}`,
     `  digest ${a.digest}  expires ${new Date(a.expiresAt).toISOString()}`,
   ].join("\n");
+}
+
+/** Prints held actions as the kernel notifies `principal` of them, until interrupted. */
+async function watchApprovals(g: GlobalOptions, principal: string | undefined, json: boolean): Promise<void> {
+  if (!principal) throw new MaxwellError(ErrorCode.BadRequest, "--watch needs --as PRINCIPAL: notices go to the principals allowed to decide");
+  const ctx = cliContext(g);
+  const creds = ctx.layout.credsOf(principal);
+  if (!existsSync(creds)) throw new MaxwellError(ErrorCode.NotFound, `no creds for '${principal}' at ${creds}`);
+  const nc = await connectNats({ servers: ctx.natsUrl(), creds, name: `maxwell-cli:${principal}:approvals`, inboxPrefix: subjects.inboxPrefix(principal) });
+  const sub = nc.subscribe(subjects.approvalNotices(principal));
+  const stop = (): void => void nc.drain();
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  process.stderr.write(`watching for held actions ${principal} may decide (Ctrl-C to stop)\n`);
+  for await (const m of sub) {
+    const n = decodeMap(m.data) as unknown as ApprovalSummary & { approval: string };
+    if (json) process.stdout.write(JSON.stringify(n) + "\n");
+    else process.stdout.write(`${approvalLine({ ...n, id: n.approval, at: Date.now(), status: "pending" })}\n  decide: maxwell approve ${n.approval} --as ${principal}   |   maxwell deny ${n.approval} --as ${principal}\n\n`);
+  }
 }
 
 export function registerGovernance(program: Command, globals: () => GlobalOptions): void {
@@ -123,8 +142,14 @@ export function registerGovernance(program: Command, globals: () => GlobalOption
     .description("list actions held for a human decision")
     .option("--all", "include decided and expired ones")
     .option("--json", "print as JSON")
-    .action(async (opts: { all?: boolean; json?: boolean }) => {
+    .option("--watch", "keep running and print each new held action the principal (--as) may decide")
+    .option("--as <principal>", "with --watch: the principal to be notified as (uses <data>/creds/<principal>.creds)")
+    .action(async (opts: { all?: boolean; json?: boolean; watch?: boolean; as?: string }) => {
       try {
+        if (opts.watch) {
+          await watchApprovals(globals(), opts.as, Boolean(opts.json));
+          return;
+        }
         const admin = await cliContext(globals()).admin();
         try {
           const rows = await admin.approvals({ all: Boolean(opts.all) });
