@@ -2,14 +2,16 @@
  * The tool service's configuration, `<data>/tools.json`, and the built-in tools it configures.
  * Every field is optional; a missing file means the defaults: a workspace at `<data>/workspace`,
  * an empty fetch allowlist (every fetch refused), a demo database at `<data>/db` with `db-drop`
- * disabled. Relative paths are relative to the data directory.
+ * disabled, no MCP servers. Relative paths are relative to the data directory.
  */
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { Ajv } from "ajv";
 import { ErrorCode, MaxwellError } from "../../src/protocol/errors.js";
+import { ToolEffect } from "../../src/protocol/services.js";
 import { fileTools, type FileToolLimits } from "./file-tools.js";
 import { httpFetchTool, type FetchConfig } from "./http-fetch.js";
+import type { McpServerConfig } from "./mcp.js";
 import type { Tool } from "./tool.js";
 import { ToyDatabase, databaseTools, type DatabaseConfig } from "./toy-database.js";
 import { Workspace } from "./workspace.js";
@@ -18,6 +20,8 @@ export interface ToolsConfig {
   workspace: FileToolLimits & { root: string };
   fetch: FetchConfig;
   db: DatabaseConfig & { dir: string };
+  /** MCP servers whose tools are hosted too (see mcp.ts). */
+  mcp: McpServerConfig[];
   /** Longest any handler may run, whatever deadline a call carries (ms). */
   maxRunMs?: number;
 }
@@ -56,6 +60,25 @@ const schema = {
         adminPasswordSha256: { type: "string", pattern: "^[0-9a-fA-F]{64}$" },
       },
     },
+    mcp: {
+      type: "array",
+      items: {
+        type: "object",
+        additionalProperties: false,
+        required: ["name"],
+        properties: {
+          name: { type: "string", pattern: "^[a-z][a-z0-9_-]{0,31}$" },
+          command: { type: "string", minLength: 1 },
+          args: { type: "array", items: { type: "string" } },
+          env: { type: "object", additionalProperties: { type: "string" } },
+          cwd: { type: "string", minLength: 1 },
+          url: { type: "string", pattern: "^https?://" },
+          effects: { type: "object", additionalProperties: { enum: Object.values(ToolEffect) } },
+          labels: { type: "array", items: { type: "string", minLength: 1 } },
+          startTimeoutMs: positive,
+        },
+      },
+    },
     maxRunMs: positive,
   },
 } as const;
@@ -89,13 +112,32 @@ export function parseToolsConfig(raw: unknown, dataDir: string, where = "tool co
     const why = extra ? `has an unknown field '${extra}'` : (first?.message ?? "is invalid");
     throw new MaxwellError(ErrorCode.BadRequest, `${where}${at ? ` field '${at}'` : ""} ${why}`);
   }
-  const c = raw as { workspace?: Partial<ToolsConfig["workspace"]>; fetch?: Partial<FetchConfig>; db?: Partial<ToolsConfig["db"]>; maxRunMs?: number };
+  const c = raw as { workspace?: Partial<ToolsConfig["workspace"]>; fetch?: Partial<FetchConfig>; db?: Partial<ToolsConfig["db"]>; mcp?: McpServerConfig[]; maxRunMs?: number };
   return {
     workspace: { ...c.workspace, root: resolve(dataDir, c.workspace?.root ?? "workspace") },
     fetch: { ...c.fetch, allow: c.fetch?.allow ?? [] },
     db: { ...c.db, dir: resolve(dataDir, c.db?.dir ?? "db") },
+    mcp: parseMcpServers(c.mcp ?? [], dataDir, where),
     ...(c.maxRunMs !== undefined ? { maxRunMs: c.maxRunMs } : {}),
   };
+}
+
+/** What the schema cannot say about the `mcp` list: one transport each, distinct names. */
+function parseMcpServers(servers: McpServerConfig[], dataDir: string, where: string): McpServerConfig[] {
+  const seen = new Set<string>();
+  return servers.map((server, i) => {
+    const at = `${where} field 'mcp.${i}'`;
+    if (seen.has(server.name)) throw new MaxwellError(ErrorCode.BadRequest, `${at}: two MCP servers are named '${server.name}'`);
+    seen.add(server.name);
+    if ((server.command === undefined) === (server.url === undefined)) {
+      throw new MaxwellError(ErrorCode.BadRequest, `${at}: MCP server '${server.name}' needs either 'command' (stdio) or 'url' (streamable HTTP)`);
+    }
+    if (server.url !== undefined && (server.args !== undefined || server.env !== undefined || server.cwd !== undefined)) {
+      throw new MaxwellError(ErrorCode.BadRequest, `${at}: 'args', 'env' and 'cwd' are for a 'command', not a 'url'`);
+    }
+    if (server.url !== undefined && !URL.canParse(server.url)) throw new MaxwellError(ErrorCode.BadRequest, `${at}: 'url' is not a URL`);
+    return { ...server, ...(server.cwd !== undefined ? { cwd: resolve(dataDir, server.cwd) } : {}) };
+  });
 }
 
 /**

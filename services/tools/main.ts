@@ -1,19 +1,21 @@
 /**
  * Entry point of the tool service: hosts the built-in tools (workspace files, HTTP fetch, the demo
- * database) on `mx.svc.tools.>` with the service's own credential, configured by
- * `<data>/tools.json`. The kernel is its only caller.
+ * database) and the tools of the configured MCP servers on `mx.svc.tools.>` with the service's own
+ * credential, configured by `<data>/tools.json`. The kernel is its only caller.
  */
 import { parseArgs } from "node:util";
 import { createLogger } from "../../src/runtime/logger.js";
 import { dataLayout, resolveDataDir } from "../../src/runtime/paths.js";
 import { ServiceName, serviceSubjects } from "../../src/protocol/services.js";
 import { builtinTools, loadToolsConfig } from "./config.js";
+import { startMcpServers, type McpBridge } from "./mcp.js";
 import { ToolService } from "./service.js";
 
 const HELP = `usage: maxwell-tools --nats URL [--data DIR] [--creds FILE] [--config FILE]
 
 Runs Maxwell's tool service: file-read, file-list, file-write (a sandboxed workspace), http-fetch
-(allowlisted hosts) and the demo database (db-query, db-drop). Only the kernel calls it.
+(allowlisted hosts), the demo database (db-query, db-drop) and the tools of the MCP servers in the
+configuration. Only the kernel calls it.
 
   --nats URL      NATS server (or MAXWELL_NATS_URL)
   --data DIR      data directory (or MAXWELL_HOME, else ./.maxwell)
@@ -49,19 +51,27 @@ const dataDir = resolveDataDir(values.data);
 const layout = dataLayout(dataDir);
 
 let service: ToolService;
+let mcp: McpBridge | undefined;
 try {
   const config = loadToolsConfig(dataDir, values.config);
+  const builtins = await builtinTools(config);
+  // A server that does not start is logged and skipped; the others and the built-ins still run.
+  mcp = await startMcpServers(config.mcp, log, builtins.map((t) => t.manifest.name));
   service = new ToolService({
     servers,
     creds: values.creds ?? layout.credsOf(serviceSubjects.identity(ServiceName.Tools)),
-    tools: await builtinTools(config),
+    tools: [...builtins, ...mcp.tools],
     log,
     ...(config.maxRunMs !== undefined ? { maxRunMs: config.maxRunMs } : {}),
   });
   await service.start();
-  log.info({ workspace: config.workspace.root, allow: config.fetch.allow, db: config.db.dir, dropEnabled: config.db.adminPasswordSha256 !== undefined }, "configured");
+  log.info(
+    { workspace: config.workspace.root, allow: config.fetch.allow, db: config.db.dir, dropEnabled: config.db.adminPasswordSha256 !== undefined, mcp: config.mcp.map((s) => s.name) },
+    "configured",
+  );
 } catch (err) {
   log.fatal({ err: err instanceof Error ? err.message : String(err) }, "tool service failed to start");
+  await mcp?.close();
   process.exit(1);
 }
 
@@ -71,6 +81,7 @@ async function shutdown(signal: string): Promise<void> {
   stopping = true;
   log.info({ signal }, "stopping");
   await service.stop();
+  await mcp?.close();
   process.exit(0);
 }
 process.on("SIGTERM", () => void shutdown("SIGTERM"));
@@ -80,5 +91,6 @@ process.stdout.write("tools ready\n");
 const closed = await service.closed();
 if (!stopping) {
   log.error({ err: closed instanceof Error ? closed.message : undefined }, "NATS connection closed; exiting");
+  await mcp?.close();
   process.exit(1);
 }

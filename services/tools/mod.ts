@@ -1,5 +1,6 @@
 /**
- * Tool services: a small library for hosting tools behind the kernel, and the built-in tools.
+ * Tool services: a small library for hosting tools behind the kernel, the built-in tools, and the
+ * bridge that hosts an MCP server's tools the same way.
  * Agents never reach a tool; the kernel pins each tool's manifest hash at registration, decides
  * every call, and calls the service with a `ServiceCall` on `mx.svc.tools.call`. The service
  * refuses a call whose pinned hash is not the hosted manifest's, checks the arguments against the
@@ -35,3 +36,5 @@ export { DEMO_TABLES, ToyDatabase, databaseTools, passwordHash } from "./toy-dat
 export type { DatabaseConfig, Row } from "./toy-database.js";
 export { builtinTools, loadToolsConfig, parseToolsConfig } from "./config.js";
 export type { ToolsConfig } from "./config.js";
+export { mcpEffect, mcpToolName, mcpTools, startMcpServers } from "./mcp.js";
+export type { McpBridge, McpServerConfig } from "./mcp.js";
