@@ -196,6 +196,9 @@ export class EffectRunner {
         if (cost !== undefined) spent.microUsd = cost;
       }
     } else {
+      // An error's text comes from the world too (an external tool's refusal, a web server's
+      // message): it is labeled like a result would be.
+      if (call.toolEffect === "external") event.labels = joinLabels(started.labels, [Label.Untrusted]);
       const scrubbed = redact(reply.error, this.secrets?.values() ?? []);
       event.error = sanitizeError(scrubbed.value);
       if (scrubbed.redactions > 0) event.redactions = scrubbed.redactions;
