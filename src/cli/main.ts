@@ -4,6 +4,7 @@
  * log. Every command has --help; every failure prints one line and exits non-zero.
  */
 import { Command, CommanderError } from "commander";
+import { registerAudit } from "./commands/audit.js";
 import { registerControl } from "./commands/control.js";
 import { registerGovernance } from "./commands/governance.js";
 import { registerIdentity } from "./commands/identity.js";
@@ -35,6 +36,7 @@ registerIdentity(program, globals, "principal");
 registerSend(program, globals);
 registerLog(program, globals);
 registerVerify(program, globals);
+registerAudit(program, globals);
 registerPolicy(program, globals);
 registerControl(program, globals);
 registerGovernance(program, globals);

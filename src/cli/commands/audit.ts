@@ -1,0 +1,90 @@
+/**
+ * `maxwell audit trace|principal|agent`: what the log says about one piece of work (its causal
+ * tree, with decisions, costs, holds and the checkpoints that sign it), or what one principal or
+ * agent did. Reads the log like `maxwell log` (through the daemon, or the data dir's own server
+ * when none runs); the trees and summaries are built in src/runtime/audit.ts.
+ */
+import { writeFileSync } from "node:fs";
+import type { Command } from "commander";
+import { decodeMap, type LogEvent } from "../../protocol/mod.js";
+import { ActivityFold, TraceCollector, auditTrace, formatSummary, formatTrace, parseSince, renderTraceHtml, type Since, type SummarySubject } from "../../runtime/audit.js";
+import { verifySignature } from "../../transport/identity.js";
+import { cliContext, fail, type GlobalOptions } from "../context.js";
+
+export function registerAudit(program: Command, globals: () => GlobalOptions): void {
+  const audit = program.command("audit").description("audit the log: the causal tree of one trace, or what a principal or an agent did");
+  audit
+    .command("trace <trace>")
+    .description("the causal tree of one piece of work: who asked, every hop, decision, model and tool call, hold and human decision, with times and the checkpoints that sign it")
+    .option("--json", "print the tree as JSON")
+    .option("--html <file>", "also write a self-contained HTML report to FILE")
+    .action(async (trace: string, opts: { json?: boolean; html?: string }) => {
+      try {
+        await traceCommand(globals(), trace, opts);
+      } catch (err) {
+        fail(err);
+      }
+    });
+  for (const kind of ["principal", "agent"] as const) {
+    audit
+      .command(`${kind} <name>`)
+      .description(
+        kind === "principal"
+          ? "what was done on a principal's behalf: messages, denials, holds, model calls with tokens and money, tool calls by outcome, traces"
+          : "what an agent did and received: messages, denials, holds, model calls with tokens and money, tool calls by outcome, traces",
+      )
+      .option("--since <seqOrTime>", "only from this log sequence or ISO time on")
+      .option("--json", "print the summary as JSON")
+      .action(async (name: string, opts: { since?: string; json?: boolean }) => {
+        try {
+          const since = opts.since !== undefined ? parseSince(opts.since) : undefined;
+          await summaryCommand(globals(), { kind, name }, since, Boolean(opts.json));
+        } catch (err) {
+          fail(err);
+        }
+      });
+  }
+}
+
+async function traceCommand(g: GlobalOptions, trace: string, opts: { json?: boolean; html?: string }): Promise<void> {
+  const collector = new TraceCollector(trace.toLowerCase(), verifySignature);
+  const source = await cliContext(g).openLog("audit");
+  try {
+    for await (const entry of source.entries({ from: 1, follow: false })) collector.add(entry);
+  } finally {
+    await source.close();
+  }
+  const audit = auditTrace(collector.result());
+  if (opts.html) writeFileSync(opts.html, renderTraceHtml(audit, Date.now()));
+  if (opts.json) process.stdout.write(JSON.stringify(audit, binSafe, 2) + "\n");
+  else process.stdout.write(formatTrace(audit) + (opts.html ? `HTML report written to ${opts.html}\n` : ""));
+}
+
+async function summaryCommand(g: GlobalOptions, subject: SummarySubject, since: Since | undefined, json: boolean): Promise<void> {
+  const fold = new ActivityFold(subject, since);
+  let undecodable = 0;
+  const source = await cliContext(g).openLog("audit");
+  try {
+    for await (const entry of source.entries({ from: 1, follow: false })) {
+      let event: LogEvent;
+      try {
+        event = decodeMap(entry.data) as unknown as LogEvent;
+      } catch {
+        undecodable += 1;
+        continue;
+      }
+      fold.add(event);
+    }
+  } finally {
+    await source.close();
+  }
+  const summary = fold.result();
+  if (json) process.stdout.write(JSON.stringify(summary, binSafe, 2) + "\n");
+  else process.stdout.write(formatSummary(summary));
+  if (undecodable > 0) process.stderr.write(`warning: ${undecodable} log entries could not be decoded; run 'maxwell verify'\n`);
+}
+
+/** Binary values in event bodies (msgpack bin) as base64, not as objects of byte indexes. */
+function binSafe(_key: string, value: unknown): unknown {
+  return value instanceof Uint8Array ? { base64: Buffer.from(value).toString("base64") } : value;
+}
