@@ -5,7 +5,9 @@
 import { Packr } from "msgpackr";
 import { ErrorCode, MaxwellError } from "./errors.js";
 
-const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, int64AsType: "number" });
+// `undefined` (a field a handler left unset) travels as nil, as any msgpack reader expects, not as
+// msgpackr's private extension, which every receiver would refuse.
+const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, int64AsType: "number", encodeUndefinedAsNil: true });
 
 /** Encodes a value as msgpack. */
 export function encode(value: unknown): Uint8Array {

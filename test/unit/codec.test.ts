@@ -30,6 +30,12 @@ describe("codec", () => {
     expect(bytes).not.toContain(0xd4); // fixext 1: what msgpackr uses for records
   });
 
+  it("encodes an undefined field as nil, which every reader (and the kernel) accepts", () => {
+    const bytes = encode({ said: undefined, list: [undefined, 1] });
+    expect(Array.from(bytes)).not.toContain(0xd4);
+    expect(decode(bytes)).toEqual({ said: null, list: [null, 1] });
+  });
+
   it("refuses an empty payload with bad_request", () => {
     const e = refusal(() => decode(new Uint8Array(0)));
     expect(e.code).toBe("bad_request");
