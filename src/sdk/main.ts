@@ -1,11 +1,14 @@
 /**
  * `main(def)`: the usual way to start an agent process. Reads MAXWELL_AGENT, MAXWELL_NATS_URL
  * and MAXWELL_CREDS (set by `maxwell up`), runs the agent, and drains it on SIGTERM/SIGINT.
+ * Under `maxwell replay` (MAXWELL_REPLAY=1) it returns at once: replay imports the agent's module
+ * only for its default export, the definition, and nothing may connect.
  */
 import type { AgentDefinition } from "./agent.js";
 import { runAgent, type RunOptions } from "./runner.js";
 
 export async function main(def: AgentDefinition, opts: RunOptions = {}): Promise<void> {
+  if (process.env["MAXWELL_REPLAY"] === "1") return;
   let agent;
   try {
     agent = await runAgent(def, opts);
