@@ -81,7 +81,8 @@ function benchLog(syscalls: number): LogEvent[] {
         seen += 1;
         break;
       case 1:
-        effect(i, "tool", "call", "lookup", at !== undefined ? { q: `item ${i}`, at } : { q: `item ${i}` }, { n: 2 }, observed);
+        // An unset field travels as nil: that is what the kernel recorded.
+        effect(i, "tool", "call", "lookup", { q: `item ${i}`, at: at ?? null }, { n: 2 }, observed);
         seen += 2;
         break;
       case 2:

@@ -23,6 +23,8 @@ import {
   EventType,
   MaxwellError,
   SyscallOp,
+  decode,
+  encode,
   syscallId,
   type ApprovalDecidedEvent,
   type EffectCompletedEvent,
@@ -445,6 +447,15 @@ class Run {
   issue(step: number, issued: SyscallView): Promise<AnswerValue> {
     const id = syscallId(this.info.id, step);
     if (this.done) return Promise.reject(new ReplayStop("already stopped"));
+    if (issued.body !== undefined) {
+      // Compare what would have reached the log: the body as the wire carries it (msgpack).
+      try {
+        issued.body = decode(encode(issued.body));
+      } catch (err) {
+        // Live, the SDK fails the same way before anything is sent, and the log has nothing.
+        return Promise.reject(err instanceof Error ? err : new MaxwellError(ErrorCode.BadRequest, String(err)));
+      }
+    }
     const recorded = this.steps.get(step);
     if (!recorded) {
       let hint = "";
@@ -739,9 +750,9 @@ async function replayRun(def: AgentDefinition, index: ReplayLog, info: ReplayedR
 // ------------------------------------------------------------------ comparing
 
 /**
- * A JSON-safe copy with object keys sorted: the canonical form both sides are compared in.
- * Mirrors what survives the wire (msgpack): undefined members are dropped, bytes and dates kept
- * distinguishable, bigints become numbers.
+ * A JSON-safe copy with object keys sorted: the canonical form both sides are compared in (after
+ * the issued body went through the wire codec). Bytes and dates stay distinguishable; fields a
+ * view leaves unset are dropped.
  */
 function canonical(value: unknown, depth = 0): unknown {
   if (depth > 100) return "[too deep]";

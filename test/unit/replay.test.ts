@@ -195,6 +195,16 @@ describe("agent replay", () => {
     expect(report.divergence?.recorded).toBeUndefined();
   });
 
+  it("compares bodies as the wire carries them: an unset field is nil, key order does not matter", async () => {
+    const log = new LogBuilder();
+    const msg = log.deliver("tidy", "go");
+    log.message("tidy", syscallId(msg.id, 0), "send", "sink", { b: [1, null], a: null, when: new Date(5) }, { causation: msg.id });
+    const def = defineAgent({ onMessage: async (_m, ctx) => void (await ctx.send("sink", { a: undefined, when: new Date(5), b: [1, undefined] })) });
+    expect(await replayAgent(def, log.events, { name: "tidy" })).toMatchObject({ identical: true, syscalls: 1 });
+    const other = defineAgent({ onMessage: async (_m, ctx) => void (await ctx.send("sink", { b: [1, null], a: 0, when: new Date(5) })) });
+    expect((await replayAgent(other, log.events, { name: "tidy" })).divergence).toMatchObject({ kind: "mismatch", summary: expect.stringContaining("body differ") });
+  });
+
   it("compares the handler's returned value with the recorded reply", async () => {
     const { log, msg } = plannerLog();
     const report = await replayAgent(planner({}, { reply: { total: 4 } }), log.events, { name: "planner" });
