@@ -6,6 +6,7 @@
  * and writes bench/results.json. Stops by itself (every loop is bounded by a count and a time
  * budget) and removes its processes and temp dir.
  */
+import { measureReplay } from "./replay.js";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -237,9 +238,18 @@ async function main(): Promise<void> {
 
     say("state rebuild: fold the whole log into a fresh kernel state and compare digests with the live one");
     const stateReplay = await d.admin.replayState();
+    const agentReplay = await measureReplay(say);
     const { rows: table, ratios } = rows(raw, kernel, policy);
     table.push(
       { section: "replay and audit" },
+      {
+        name: `agent replay of a ${agentReplay.syscalls}-syscall trace`,
+        value: agentReplay.medianMs,
+        unit: "ms",
+        target: `<= ${agentReplay.targetMs}`,
+        pass: agentReplay.medianMs <= agentReplay.targetMs,
+      },
+      { name: "  agent replay rate", value: agentReplay.syscallsPerSec, unit: "syscalls/s" },
       {
         name: `state rebuild from the log (${stateReplay.events} events)`,
         value: stateReplay.eventsPerSec,
@@ -284,6 +294,7 @@ async function main(): Promise<void> {
           raw,
           kernel,
           policy,
+          agentReplay,
           stateReplay: { events: stateReplay.events, ms: stateReplay.ms, eventsPerSec: stateReplay.eventsPerSec, identical: stateReplay.identical },
           kernelWarnings: d.kernelWarnings.slice(0, 20),
           durationMs: Math.round(performance.now() - started),

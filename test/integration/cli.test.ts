@@ -107,6 +107,12 @@ describe("maxwell CLI", () => {
     expect(verified.code).toBe(0);
     expect(verified.stdout).toMatch(/^ok: \d+ events, hash chain intact/);
 
+    const replayed = await maxwell(dir, "replay", "state");
+    expect(replayed.code).toBe(0);
+    expect(replayed.stdout).toMatch(/^identical: state rebuilt from \d+ events up to #\d+/);
+    const asOf = await maxwell(dir, "replay", "state", "--to", "3", "--json");
+    expect(JSON.parse(asOf.stdout)).toMatchObject({ seq: 3, events: 3 });
+
     expect(await stopDaemon(d.child)).toBe(0);
     daemon = undefined;
     expect((await maxwell(dir, "status")).stdout).toMatch(/not running/);
