@@ -18,14 +18,22 @@ import type { RecordKind } from "./record.js";
 export interface CompactionReport {
   /** Expired records removed. */
   removed: number;
+  /** Outcomes of old logged writes forgotten (a repeat of one that old is answered from the log instead). */
+  effectsPruned: number;
   /** The time compaction judged expiry against. */
   now: number;
 }
 
 type ExpiryKey = [number, NamespaceId, RecordKind, string];
 
-/** Removes every record that expired at or before `now()`. */
-export async function compact(core: StoreCore, opts: { batch?: number } = {}): Promise<CompactionReport> {
+/** Effect outcomes kept by default: far more than the calls that can be in flight or retried. */
+export const KEEP_EFFECTS = 100_000;
+
+/**
+ * Removes every record that expired at or before `now()`, and the outcomes of all but the newest
+ * `keepEffects` logged writes (they answer repeated calls, which come within seconds).
+ */
+export async function compact(core: StoreCore, opts: { batch?: number; keepEffects?: number } = {}): Promise<CompactionReport> {
   core.assertOpen();
   const batch = Math.max(1, Math.min(opts.batch ?? 1000, 100_000));
   const now = core.now();
@@ -52,5 +60,19 @@ export async function compact(core: StoreCore, opts: { batch?: number } = {}): P
     removed += count;
     if (done) break;
   }
-  return { removed, now };
+  const keep = Math.max(0, Math.floor(opts.keepEffects ?? KEEP_EFFECTS));
+  let effectsPruned = 0;
+  for (;;) {
+    const excess = (core.tables.effects.getStats() as { entryCount: number }).entryCount - keep;
+    if (excess <= 0) break;
+    const pruned = await core.write(() => {
+      // Never an outcome above the resume point: a catch-up may meet that write again.
+      const oldest = [...core.tables.effects.getKeys({ end: core.resumeSeq() + 1, limit: Math.min(excess, batch) })];
+      for (const seq of oldest) core.tables.effects.removeSync(seq);
+      return oldest.length;
+    });
+    if (pruned === 0) break;
+    effectsPruned += pruned;
+  }
+  return { removed, effectsPruned, now };
 }

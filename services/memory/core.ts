@@ -17,6 +17,8 @@ import {
   STORE_FORMAT,
   PostingChunk,
   Table,
+  POSTING_ROW,
+  POSTING_ROW_MAX,
   decodeMeta,
   decodeRecordRow,
   decodeVectorRow,
@@ -34,6 +36,7 @@ import {
   unpack,
   versionKey,
   type NamespaceMeta,
+  type Posting,
   type RecordRow,
 } from "./layout.js";
 import type { NamespaceId } from "./namespace.js";
@@ -60,15 +63,34 @@ type Bytes = Uint8Array;
 // lmdb-js keys are ordered-binary tuples; its own Key type is not exported by name.
 type Tuple = (string | number)[];
 
+/** A posting row read or changed by the current write. */
+interface CachedRow {
+  key: [NamespaceId, string, number];
+  chunk: PostingChunk;
+  dirty: boolean;
+}
+
 /** State of one write while its body runs. */
 export class WriteTx {
   readonly deltas: VectorDelta[] = [];
   private readonly metas = new Map<NamespaceId, NamespaceMeta>();
-  /** Posting chunks read or changed by this write: a batch touching one chunk many times writes it once. */
-  private readonly chunks = new Map<string, { key: [NamespaceId, string, number]; chunk: PostingChunk | undefined; dirty: boolean }>();
+  /**
+   * Posting rows read or changed by this write, per term (`ns \0 term`), by first version: a
+   * batch touching one row many times writes it once, when the body returns.
+   */
+  private readonly rows = new Map<string, Map<number, CachedRow>>();
+  /** First version of each term's last row (null: the term has no row), once looked up. */
+  private readonly tails = new Map<string, number | null>();
+  /** Postings of new records not yet placed into rows: [version, tf, length] triples per term. */
+  private readonly pending = new Map<string, { ns: NamespaceId; term: string; postings: number[] }>();
   appliedSeq: number | undefined;
+  /** See {@link StoreCore.resumeSeq}. */
+  resumeSeq: number | undefined;
 
   constructor(private readonly core: StoreCore) {}
+
+  /** Namespaces that had no indexed document when this write first read their meta. */
+  private readonly unindexed = new Set<NamespaceId>();
 
   /** The namespace's meta, read once per write and written back when the body returns. */
   meta(ns: NamespaceId): NamespaceMeta {
@@ -76,38 +98,165 @@ export class WriteTx {
     if (meta === undefined) {
       meta = this.core.meta(ns);
       this.metas.set(ns, meta);
+      if (meta.docs === 0) this.unindexed.add(ns);
     }
     return meta;
   }
 
   /**
-   * The posting chunk at `key`, to change; written back when the body returns. With `create`
-   * false, undefined when there is none.
+   * Adds a posting of `term`. A version above every version the namespace has indexed (every
+   * new record's) is only queued here, as three numbers, and placed into rows once per write
+   * (see {@link placePending}): what makes a batch of thousands of records cheap per record.
    */
-  chunk(key: [NamespaceId, string, number], create: boolean): PostingChunk | undefined {
-    const id = key.join("\u0000");
-    let entry = this.chunks.get(id);
-    if (entry === undefined) {
-      const stored = this.core.tables.postings.get(key);
-      entry = { key, chunk: stored === undefined ? undefined : new PostingChunk(stored), dirty: false };
-      this.chunks.set(id, entry);
+  addPosting(ns: NamespaceId, term: string, posting: Posting, isNewest: boolean): void {
+    const id = `${ns}\u0000${term}`;
+    if (isNewest) {
+      let queued = this.pending.get(id);
+      if (queued === undefined) {
+        queued = { ns, term, postings: [] };
+        this.pending.set(id, queued);
+      }
+      queued.postings.push(posting.version, posting.tf, posting.length);
+      return;
     }
-    if (entry.chunk === undefined && create) entry.chunk = new PostingChunk(undefined);
-    if (entry.chunk !== undefined) entry.dirty = true;
-    return entry.chunk;
+    this.placePending(id);
+    this.insertPosting(id, ns, term, posting);
+  }
+
+  /** Places a term's queued postings into its rows (appending; a full row gets a successor). */
+  private placePending(id: string): void {
+    const queued = this.pending.get(id);
+    if (queued === undefined) return;
+    this.pending.delete(id);
+    const { ns, term, postings } = queued;
+    for (let i = 0; i < postings.length; i += 3) {
+      this.insertPosting(id, ns, term, { version: postings[i] as number, tf: postings[i + 1] as number, length: postings[i + 2] as number });
+    }
+  }
+
+  private insertPosting(id: string, ns: NamespaceId, term: string, posting: Posting): void {
+    let tail = this.tails.get(id);
+    if (tail === undefined) {
+      // A namespace without documents has no posting rows; one whose rows were all created while
+      // the store remembered them has none but those remembered (a rebuild seeks nothing).
+      tail = this.core.tails.get(id) ?? (this.unindexed.has(ns) || this.core.allTailsKnown(ns) ? null : this.lastRowStart(ns, term));
+      this.tails.set(id, tail);
+    }
+    if (tail === null) {
+      this.newRow(id, ns, term, posting.version).chunk.insert(posting);
+      this.tails.set(id, posting.version);
+      return;
+    }
+    const last = this.row(id, ns, term, tail);
+    if (posting.version > last.chunk.last()) {
+      if (last.chunk.size < POSTING_ROW) {
+        last.chunk.insert(posting);
+        last.dirty = true;
+      } else {
+        this.newRow(id, ns, term, posting.version).chunk.insert(posting);
+        this.tails.set(id, posting.version);
+      }
+      return;
+    }
+    // Below the last row (an import out of order): the row whose range holds the version.
+    const first = this.rowStartFor(id, ns, term, posting.version);
+    const row = first === undefined ? this.newRow(id, ns, term, posting.version) : this.row(id, ns, term, first);
+    row.chunk.insert(posting);
+    row.dirty = true;
+    if (row.chunk.size > POSTING_ROW_MAX) {
+      const upper = row.chunk.splitUpper();
+      const created = this.newRow(id, ns, term, upper.first);
+      created.chunk = upper.chunk;
+      if (this.tails.get(id) === row.key[2]) this.tails.set(id, upper.first);
+    }
+  }
+
+  /** Removes `version`'s posting of `term`, if there is one. */
+  removePosting(ns: NamespaceId, term: string, version: number): void {
+    const id = `${ns}\u0000${term}`;
+    this.placePending(id);
+    const first = this.rowStartFor(id, ns, term, version);
+    if (first === undefined) return;
+    const row = this.row(id, ns, term, first);
+    // An emptied row stays (as the container of its range) until the write ends.
+    if (row.chunk.remove(version)) row.dirty = true;
+  }
+
+  private cached(id: string): Map<number, CachedRow> {
+    let byFirst = this.rows.get(id);
+    if (byFirst === undefined) {
+      byFirst = new Map();
+      this.rows.set(id, byFirst);
+    }
+    return byFirst;
+  }
+
+  private row(id: string, ns: NamespaceId, term: string, first: number): CachedRow {
+    const byFirst = this.cached(id);
+    let row = byFirst.get(first);
+    if (row === undefined) {
+      const key = postingKey(ns, term, first);
+      // A view into lmdb-js's shared read buffer, valid until the next read, whose `length` is
+      // set to the value's size but whose real extent is the whole buffer: cut it, then copy it.
+      const stored = this.core.tables.postings.getBinaryFast(key);
+      row = { key, chunk: new PostingChunk(stored === undefined ? undefined : stored.subarray(0, stored.length)), dirty: false };
+      byFirst.set(first, row);
+    }
+    return row;
+  }
+
+  private newRow(id: string, ns: NamespaceId, term: string, first: number): CachedRow {
+    const row: CachedRow = { key: postingKey(ns, term, first), chunk: new PostingChunk(undefined), dirty: true };
+    this.cached(id).set(first, row);
+    return row;
+  }
+
+  /** First version of the term's last stored row, or null when it has none. */
+  private lastRowStart(ns: NamespaceId, term: string): number | null {
+    for (const key of this.core.tables.postings.getKeys({ start: postingKey(ns, term, Number.MAX_SAFE_INTEGER), end: [ns, term], reverse: true, limit: 1 })) {
+      return (key as [NamespaceId, string, number])[2];
+    }
+    return null;
+  }
+
+  /** First version of the row whose range holds `version` (stored or created by this write). */
+  private rowStartFor(id: string, ns: NamespaceId, term: string, version: number): number | undefined {
+    let best: number | undefined;
+    for (const key of this.core.tables.postings.getKeys({ start: postingKey(ns, term, version), end: [ns, term], reverse: true, limit: 1 })) {
+      best = (key as [NamespaceId, string, number])[2];
+    }
+    const byFirst = this.rows.get(id);
+    if (byFirst !== undefined) {
+      for (const first of byFirst.keys()) if (first <= version && (best === undefined || first > best)) best = first;
+    }
+    return best;
   }
 
   /** Writes back what the body changed (called by {@link StoreCore.write}). */
   flush(): void {
     const t = this.core.tables;
-    for (const { key, chunk, dirty } of this.chunks.values()) {
-      if (!dirty || chunk === undefined) continue;
-      if (chunk.size === 0) t.postings.removeSync(key);
-      else t.postings.putSync(key, chunk.bytes());
+    // Rows in key order: LMDB writes neighbouring pages, and the order does not depend on Map history.
+    for (const id of [...this.pending.keys()].sort()) this.placePending(id);
+    for (const [id, byFirst] of this.rows) {
+      for (const { key, chunk, dirty } of byFirst.values()) {
+        if (!dirty) continue;
+        if (chunk.size === 0) {
+          t.postings.removeSync(key);
+          // The term's last row may be gone: look it up again next time.
+          this.tails.delete(id);
+          this.core.tails.delete(id);
+        } else {
+          t.postings.putSync(key, chunk.bytes());
+        }
+      }
     }
+    this.core.rememberTails(this.tails, this.unindexed);
     for (const [ns, meta] of this.metas) t.meta.putSync(ns, encodeMeta(meta));
     if (this.appliedSeq !== undefined && this.appliedSeq > this.core.appliedSeq()) {
       t.store.putSync("appliedSeq", pack(this.appliedSeq));
+    }
+    if (this.resumeSeq !== undefined && this.resumeSeq > this.core.resumeSeq()) {
+      t.store.putSync("resumeSeq", pack(this.resumeSeq));
     }
   }
 }
@@ -119,12 +268,23 @@ export interface Tables {
   postings: Database<Bytes, Tuple>;
   vectors: Database<Bytes, Tuple>;
   meta: Database<Bytes, string>;
+  effects: Database<Bytes, number>;
   store: Database<Bytes, string>;
 }
+
+/** Most terms whose last posting row the store remembers between writes. */
+const MAX_REMEMBERED_TAILS = 500_000;
 
 export class StoreCore {
   readonly tables: Tables;
   readonly vectors: VectorIndex;
+  /**
+   * First version of each term's last posting row (`ns \0 term`), as of the last write body that
+   * ran: saves a reverse seek per term per write. Updated at the end of each write body, inside
+   * its transaction, so the next body (in the same batched commit or a later one) sees it; a
+   * failed commit clears it.
+   */
+  readonly tails = new Map<string, number | null>();
   private closed = false;
   /** Commit-order bookkeeping for vector deltas: tickets are taken in enqueue order. */
   private nextTicket = 0;
@@ -145,6 +305,7 @@ export class StoreCore {
       postings: env.openDB<Bytes, Tuple>(Table.Postings, binary),
       vectors: env.openDB<Bytes, Tuple>(Table.Vectors, binary),
       meta: env.openDB<Bytes, string>(Table.Meta, binary),
+      effects: env.openDB<Bytes, number>(Table.Effects, binary),
       store: env.openDB<Bytes, string>(Table.Store, binary),
     };
     this.vectors = new VectorIndex((ns) => this.loadVectors(ns), maxLoaded);
@@ -200,8 +361,33 @@ export class StoreCore {
       return result;
     } catch (err) {
       this.settle(ticket, []);
+      // The body may have run and remembered rows that were then not committed.
+      this.forgetTails();
       throw MaxwellError.from(err);
     }
+  }
+
+  /**
+   * Namespaces all of whose posting rows were created while {@link tails} remembered them: a
+   * term missing from `tails` has no row there. (Forgetting a row only costs a smaller row: a
+   * new record's version is above every version indexed, so it may always start a new row.)
+   */
+  private readonly complete = new Set<NamespaceId>();
+
+  allTailsKnown(ns: NamespaceId): boolean {
+    return this.complete.has(ns);
+  }
+
+  /** Keeps what a write body learned about terms' last rows (see {@link tails}). */
+  rememberTails(tails: ReadonlyMap<string, number | null>, unindexed: ReadonlySet<NamespaceId>): void {
+    if (this.tails.size + tails.size > MAX_REMEMBERED_TAILS) this.forgetTails();
+    for (const [id, first] of tails) this.tails.set(id, first);
+    for (const ns of unindexed) this.complete.add(ns);
+  }
+
+  forgetTails(): void {
+    this.tails.clear();
+    this.complete.clear();
   }
 
   /** Applies committed deltas to the in-memory vector index in commit order. */
@@ -226,6 +412,17 @@ export class StoreCore {
   /** The last log sequence a write recorded as applied (0 when none). */
   appliedSeq(): number {
     const bytes = this.tables.store.get("appliedSeq");
+    return bytes === undefined ? 0 : (unpack(bytes) as number);
+  }
+
+  /**
+   * Where catching up with the log must start reading: every logged write at or below this
+   * sequence is known to be applied (0 when none). Lags {@link appliedSeq}: writes to different
+   * namespaces may arrive out of log order, so one above it may be applied while one below it
+   * is still on its way.
+   */
+  resumeSeq(): number {
+    const bytes = this.tables.store.get("resumeSeq");
     return bytes === undefined ? 0 : (unpack(bytes) as number);
   }
 
@@ -278,9 +475,8 @@ export class StoreCore {
     if (terms.length > 0) {
       const at = versionKey(ns, row.version);
       t.docs.putSync(at, encodeDocRow({ kind, key, at: row.at, expiresAt: row.expiresAt ?? null, tags: row.tags, length, terms }));
-      for (const [term, tf] of terms) {
-        tx.chunk(postingKey(ns, term, row.version), true)?.insert({ version: row.version, tf, length });
-      }
+      const newest = row.version === tx.meta(ns).revision;
+      for (const [term, tf] of terms) tx.addPosting(ns, term, { version: row.version, tf, length }, newest);
       const meta = tx.meta(ns);
       meta.docs += 1;
       meta.terms += length;
@@ -301,7 +497,7 @@ export class StoreCore {
     const docBytes = t.docs.get(at);
     if (docBytes !== undefined) {
       const doc = decodeDocRow(docBytes);
-      for (const [term] of doc.terms) tx.chunk(postingKey(ns, term, row.version), false)?.remove(row.version);
+      for (const [term] of doc.terms) tx.removePosting(ns, term, row.version);
       t.docs.removeSync(at);
       const meta = tx.meta(ns);
       meta.docs -= 1;

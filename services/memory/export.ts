@@ -86,18 +86,69 @@ function jsonExact(value: unknown): boolean {
 
 /** The namespace as JSON Lines, header first; each string is one line ending in "\n". */
 export function* exportNamespace(core: StoreCore, namespace: string): Generator<string> {
+  for (const { line } of exportLines(core, parseNamespace(namespace), core.now(), undefined)) yield line;
+}
+
+/** Where a paged export continues: after this record, at the export's instant. */
+export interface ExportCursor {
+  at: number;
+  kind: RecordKind;
+  key: string;
+}
+
+/** One page of an export: whole lines (the header on the first page only), and where to go on. */
+export interface ExportPage {
+  lines: string[];
+  /** Absent on the last page. */
+  next?: ExportCursor;
+}
+
+/**
+ * A page of the namespace's export of at most `maxBytes` of lines (at least one line). Pages
+ * taken one after another with `next` concatenate to a complete export as of the first page's
+ * instant, except that each page reads the store as it is then: a record written between pages
+ * may be missing or newer than the header's revision says.
+ */
+export function exportPage(core: StoreCore, namespace: string, opts: { after?: ExportCursor; maxBytes: number }): ExportPage {
   core.assertOpen();
   const ns = parseNamespace(namespace);
-  const at = core.now();
+  const after = opts.after;
+  if (after !== undefined) {
+    checkTime(after.at, "cursor.at");
+    checkKind(after.kind);
+    if (after.key !== "") checkKey(after.key, "cursor.key");
+  }
+  const lines: string[] = [];
+  let bytes = 0;
+  let last: ExportCursor | undefined;
+  const at = after?.at ?? core.now();
+  for (const { line, kind, key } of exportLines(core, ns, at, after)) {
+    const size = Buffer.byteLength(line);
+    if (lines.length > 0 && bytes + size > opts.maxBytes) return { lines, next: last ?? { at, kind: RecordKind.Episode, key: "" } };
+    lines.push(line);
+    bytes += size;
+    if (kind !== undefined && key !== undefined) last = { at, kind, key };
+  }
+  return { lines };
+}
+
+/** Export lines in store order, each with the record it came from (none for the header). */
+function* exportLines(core: StoreCore, ns: NamespaceId, at: number, after: ExportCursor | undefined): Generator<{ line: string; kind?: RecordKind; key?: string }> {
+  core.assertOpen();
   const transaction = core.env.useReadTransaction();
   try {
-    const meta = decodeMeta(core.tables.meta.get(ns, { transaction }));
-    const header: Record<string, unknown> = { format: EXPORT_FORMAT, version: EXPORT_VERSION, namespace: ns, revision: meta.revision };
-    if (meta.dimension !== undefined) header["dimension"] = meta.dimension;
-    header["at"] = at;
-    yield `${JSON.stringify(header)}\n`;
-    for (const { key, value } of core.tables.records.getRange({ ...prefixRange(ns), transaction })) {
+    if (after === undefined) {
+      const meta = decodeMeta(core.tables.meta.get(ns, { transaction }));
+      const header: Record<string, unknown> = { format: EXPORT_FORMAT, version: EXPORT_VERSION, namespace: ns, revision: meta.revision };
+      if (meta.dimension !== undefined) header["dimension"] = meta.dimension;
+      header["at"] = at;
+      yield { line: `${JSON.stringify(header)}\n` };
+    }
+    const range = prefixRange(ns);
+    const start = after === undefined || after.key === "" ? range.start : [ns, after.kind, after.key];
+    for (const { key, value } of core.tables.records.getRange({ start, end: range.end, transaction })) {
       const [, kind, name] = key as RecordKey;
+      if (after !== undefined && kind === after.kind && name === after.key) continue;
       const row = decodeRecordRow(value);
       if (!visible(row.expiresAt, at)) continue;
       const line: Record<string, unknown> = { kind, key: name, version: row.version, at: row.at };
@@ -111,7 +162,7 @@ export function* exportNamespace(core: StoreCore, namespace: string): Generator<
         const bytes = core.tables.vectors.get(versionKey(ns, row.version), { transaction });
         if (bytes !== undefined) line["vector"] = Array.from(decodeVectorRow(bytes).vector);
       }
-      yield `${JSON.stringify(line)}\n`;
+      yield { line: `${JSON.stringify(line)}\n`, kind, key: name };
     }
   } finally {
     transaction.done();
@@ -234,16 +285,14 @@ async function* linesOf(input: string | Iterable<string> | AsyncIterable<string>
   yield partial;
 }
 
-/**
- * Imports a namespace export. Every line is validated before anything is written; the import
- * is one commit. The target namespace (the header's, or `opts.namespace`) must hold no records.
- */
-export async function importNamespace(
-  core: StoreCore,
-  input: string | Iterable<string> | AsyncIterable<string>,
-  opts: ImportOptions = {},
-): Promise<ImportSummary> {
-  core.assertOpen();
+/** A validated export: its header and records. */
+interface ParsedExport {
+  header: ParsedHeader;
+  records: ParsedRecord[];
+}
+
+/** Validates every line of an export; throws `bad_request` naming the first bad line. */
+async function parseExport(input: string | Iterable<string> | AsyncIterable<string>): Promise<ParsedExport> {
   let header: ParsedHeader | undefined;
   const records: ParsedRecord[] = [];
   const keys = new Set<string>();
@@ -271,6 +320,29 @@ export async function importNamespace(
     }
   }
   if (header === undefined) throw bad("import: the input is empty (expected a header line)");
+  // Version order: every posting an import adds is then an append (see core.ts).
+  records.sort((a, b) => a.row.version - b.row.version);
+  return { header, records };
+}
+
+/** What an import of `input` would write, without writing anything (`bad_request` naming the first bad line). */
+export async function checkImport(input: string | Iterable<string> | AsyncIterable<string>, opts: { namespace?: string } = {}): Promise<ImportSummary> {
+  const { header, records } = await parseExport(input);
+  const ns = opts.namespace === undefined ? header.namespace : parseNamespace(opts.namespace);
+  return { namespace: ns, records: records.length, revision: header.revision };
+}
+
+/**
+ * Imports a namespace export. Every line is validated before anything is written; the import
+ * is one commit. The target namespace (the header's, or `opts.namespace`) must hold no records.
+ */
+export async function importNamespace(
+  core: StoreCore,
+  input: string | Iterable<string> | AsyncIterable<string>,
+  opts: ImportOptions = {},
+): Promise<ImportSummary> {
+  core.assertOpen();
+  const { header, records } = await parseExport(input);
   const ns = opts.namespace === undefined ? header.namespace : parseNamespace(opts.namespace);
   const seq = opts.seq === undefined ? undefined : positiveInteger(opts.seq, "seq", true);
   const { revision, dimension } = header;

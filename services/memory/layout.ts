@@ -10,28 +10,34 @@
  * | `records`  | [namespace, kind, key]               | {@link RecordRow}                              |
  * | `expiry`   | [expiresAt, namespace, kind, key]    | empty: the TTL queue compaction drains         |
  * | `docs`     | [namespace, version]                 | {@link DocRow}: what full-text search indexed   |
- * | `postings` | [namespace, term, version bucket]    | a posting chunk (see {@link POSTING_BUCKET})    |
+ * | `postings` | [namespace, term, first version]     | a posting row (see {@link POSTING_ROW})        |
  * | `vectors`  | [namespace, version]                 | {@link VectorRow}: u32 LE count, float32 LE values, msgpack meta |
  * | `meta`     | namespace                            | {@link NamespaceMeta}                          |
- * | `store`    | name                                 | store-wide facts (format, applied log seq)     |
+ * | `effects`  | log sequence                         | {@link EffectRow}: what applying a logged write did |
+ * | `store`    | name                                 | store-wide facts (format, applied log seqs)    |
  *
  * Keys use lmdb-js's ordered-binary tuples: the namespace comes first, so one namespace is one
  * contiguous range, and `[ns]` .. `[ns + "\u0001"]` covers it exactly (namespaces hold no control
  * characters). Indexes are keyed by version because versions are unique within a namespace and
  * never reused: an update removes the old version's index rows and adds the new one's.
  *
- * Postings are chunked: all postings of a term whose versions fall in the same bucket of
- * {@link POSTING_BUCKET} versions share one row, sorted by version, 16 bytes each (version as
- * two u32 BE, term frequency u32 BE, document length u32 BE). A query for a term in every one of
- * 100k documents then reads ~800 rows instead of 100k, while a write still touches one small row
- * per term (found by a direct get, in any version order, so imports need no special path).
+ * Postings are stored in rows of up to {@link POSTING_ROW} postings of one term, keyed by the
+ * lowest version the row may hold: row `[ns, term, first]` holds versions from `first` up to (not
+ * including) the next row's `first`, sorted, 16 bytes each (version as two u32 BE, term frequency
+ * u32 BE, document length u32 BE). A new record always takes the namespace's next version, the
+ * highest so far, so a write appends to the term's last row (one small row per term, found by one
+ * reverse seek) and starts a new row when that one is full. A term in every one of 100k documents
+ * is ~800 rows; a term in 3 documents is one row, not three: a rebuild writing 100k records
+ * touches a few rows per record instead of one per term. Inserts below the last row (imports,
+ * which sort by version first, so rarely) go to the row whose range holds the version, which
+ * splits in two once it passes {@link POSTING_ROW_MAX}.
  */
 import { Packr } from "msgpackr";
 import type { NamespaceId } from "./namespace.js";
 import type { MemoryRecord, RecordKind } from "./record.js";
 
 /** Bump when a stored shape or the tokenizer changes; a store of another format is rebuilt. */
-export const STORE_FORMAT = 1;
+export const STORE_FORMAT = 2;
 
 /** Sub-database names. */
 export const Table = {
@@ -41,6 +47,7 @@ export const Table = {
   Postings: "postings",
   Vectors: "vectors",
   Meta: "meta",
+  Effects: "effects",
   Store: "store",
 } as const;
 export type Table = (typeof Table)[keyof typeof Table];
@@ -79,6 +86,28 @@ export interface VectorRow {
   tags: string[];
   /** The caller's vector at float32 precision (not normalized). */
   vector: Float32Array;
+}
+
+/**
+ * What applying one logged memory write did (table `effects`, keyed by the event's log
+ * sequence): a repeated call for the same effect is answered from it instead of applied again.
+ */
+export interface EffectRow {
+  /** Id of the `effect.started` event. */
+  effect: string;
+  op: string;
+  namespace: string;
+  ok: boolean;
+  result?: unknown;
+  error?: { code: string; message: string; detail?: Record<string, unknown> };
+}
+
+export function encodeEffectRow(row: EffectRow): Uint8Array {
+  return pack(row);
+}
+
+export function decodeEffectRow(bytes: Uint8Array): EffectRow {
+  return unpack(bytes) as EffectRow;
 }
 
 /** Per-namespace facts. */
@@ -208,9 +237,11 @@ export function decodeVectorRow(bytes: Uint8Array): VectorRow {
   return { ...decodeVectorMeta(meta), vector: bytesFloat32(floats) };
 }
 
-/** Versions per posting chunk. */
-export const POSTING_BUCKET = 128;
-/** Bytes per posting inside a chunk. */
+/** Postings per row when appending: a row that is full gets a successor. */
+export const POSTING_ROW = 128;
+/** A row that grows past this by inserts below the last row is split in two. */
+export const POSTING_ROW_MAX = 2 * POSTING_ROW;
+/** Bytes per posting inside a row. */
 export const POSTING_BYTES = 16;
 
 /** A posting: which version of which document holds the term, how often, and its length. */
@@ -220,9 +251,9 @@ export interface Posting {
   length: number;
 }
 
-/** The key of the chunk that holds (or would hold) `version`'s posting of `term`. */
-export function postingKey(ns: NamespaceId, term: string, version: number): [NamespaceId, string, number] {
-  return [ns, term, Math.floor(version / POSTING_BUCKET)];
+/** The key of the posting row of `term` whose range starts at version `first`. */
+export function postingKey(ns: NamespaceId, term: string, first: number): [NamespaceId, string, number] {
+  return [ns, term, first];
 }
 
 function postingVersion(view: DataView, offset: number): number {
@@ -242,8 +273,8 @@ function seek(view: DataView, count: number, version: number): number {
 }
 
 /**
- * A posting chunk being changed: postings sorted by version in a buffer with spare room, so a
- * write that adds many postings to one chunk (a batch, an import) does not copy it each time.
+ * A posting row being changed: postings sorted by version in a buffer with spare room, so a
+ * write that adds many postings to one row (a batch, a rebuild) does not copy it each time.
  */
 export class PostingChunk {
   private buffer: Uint8Array;
@@ -259,6 +290,20 @@ export class PostingChunk {
 
   get size(): number {
     return this.count;
+  }
+
+  /** The highest version in the row, or -1 when it is empty. */
+  last(): number {
+    return this.count === 0 ? -1 : postingVersion(this.view, (this.count - 1) * POSTING_BYTES);
+  }
+
+  /** Moves the upper half of the postings into a new row; returns it with its first version. */
+  splitUpper(): { first: number; chunk: PostingChunk } {
+    const keep = this.count >> 1;
+    const upper = new PostingChunk(this.buffer.slice(keep * POSTING_BYTES, this.count * POSTING_BYTES));
+    const first = postingVersion(this.view, keep * POSTING_BYTES);
+    this.count = keep;
+    return { first, chunk: upper };
   }
 
   /** Adds `p` in version order; an existing posting of that version is replaced. */

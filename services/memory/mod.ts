@@ -1,6 +1,11 @@
 /**
- * Maxwell's memory: agent memory on LMDB with provenance on every record, the library the
- * memory service wraps (the service, its kernel integration, SDK and CLI sit on top of it).
+ * Maxwell's memory: agent memory on LMDB with provenance on every record, and the memory service
+ * that serves it behind the kernel as a projection of the log (docs/memory.md).
+ *
+ * What the kernel uses: {@link parseMemoryArgs}, {@link namespacesOf} and the op sets (ops.ts,
+ * pure) to validate and authorize a `mem` syscall before logging it; {@link NamespaceKeys} with
+ * {@link sealMemoryArgs} / {@link openMemoryResult} to keep memory content erasable in the log.
+ * What a replay uses: {@link rebuildFromLog}. The service itself is main.ts.
  *
  * @example
  * ```ts
@@ -19,6 +24,8 @@ export type {
   AppendRequest,
   BatchOp,
   DeleteRequest,
+  EffectOutcome,
+  EffectWrite,
   EpisodeRange,
   ListRequest,
   MemoryStore,
@@ -41,3 +48,43 @@ export type { DigestOptions } from "./digest.js";
 export { EXPORT_FORMAT, EXPORT_VERSION } from "./export.js";
 export type { ImportOptions, ImportSummary } from "./export.js";
 export type { CompactionReport } from "./compaction.js";
+export { KEEP_EFFECTS } from "./compaction.js";
+export type { ExportCursor, ExportPage } from "./export.js";
+export {
+  MAX_SEARCH_NAMESPACES,
+  MEMORY_LOGGED_WRITE_OPS,
+  MEMORY_READ_OPS,
+  MEMORY_WRITE_OPS,
+  MemoryOp,
+  SearchMode,
+  isMemoryRead,
+  isMemoryWrite,
+  memoryRules,
+  namespacesOf,
+  parseMemoryArgs,
+} from "./ops.js";
+export type {
+  AppendArgs,
+  DeleteArgs,
+  EraseArgs,
+  GetArgs,
+  HitView,
+  ListArgs,
+  MemoryArgs,
+  MemoryArgsByOp,
+  MemoryResultByOp,
+  PutArgs,
+  RangeArgs,
+  RecordView,
+  SearchArgs,
+  WrittenView,
+} from "./ops.js";
+export { NamespaceKeys } from "./keys.js";
+export type { SealedBox } from "./keys.js";
+export { openMemoryArgs, openMemoryResult, openRecordView, recordView, sealMemoryArgs } from "./sealing.js";
+export type { SealedAppendArgs, SealedPutArgs } from "./sealing.js";
+export { applyLogEvent, applyLogEvents, effectWriteOf, eventOfCall, isMemoryWriteEvent, rebuildFromLog } from "./apply.js";
+export type { LogInput, MemoryWriteEvent, RebuildOptions, RebuildReport } from "./apply.js";
+export { CallClock, MemoryService, serveMemory } from "./service.js";
+export type { MemoryServer, MemoryServiceOptions } from "./service.js";
+export { AdminRequest, EXPORT_PAGE_BYTES, answerAdmin } from "./admin.js";

@@ -23,12 +23,12 @@
  * await store.close();
  * ```
  */
-import { ErrorCode, MaxwellError } from "../../src/protocol/mod.js";
+import { ErrorCode, MaxwellError, type WireError } from "../../src/protocol/mod.js";
 import { compact, type CompactionReport } from "./compaction.js";
 import { StoreCore, visible, type StoreOptions, type WriteTx } from "./core.js";
 import { digest, type DigestOptions } from "./digest.js";
-import { exportNamespace, importNamespace, type ImportOptions, type ImportSummary } from "./export.js";
-import { decodeRecordRow, prefixRange, recordKey, type RecordRow } from "./layout.js";
+import { checkImport, exportNamespace, exportPage, importNamespace, type ExportCursor, type ExportPage, type ImportOptions, type ImportSummary } from "./export.js";
+import { decodeEffectRow, decodeRecordRow, encodeEffectRow, pack, prefixRange, recordKey, unpack, type EffectRow, type RecordRow } from "./layout.js";
 import { parseNamespace, type NamespaceId } from "./namespace.js";
 import {
   RecordKind,
@@ -102,6 +102,8 @@ export interface DeleteRequest {
   kind?: RecordKind;
   expectedVersion?: number;
   seq?: number;
+  /** Delete time: decides whether the record had expired. Default: `now()`. */
+  at?: number;
 }
 
 /** One operation of a {@link MemoryStore.batch}. */
@@ -134,7 +136,7 @@ export interface NamespaceInfo {
 /** Sizes, for tests, metrics and the compaction bound. */
 export interface StoreStats {
   /** Stored rows per table (expired records count until compacted). */
-  entries: { records: number; expiry: number; docs: number; postings: number; vectors: number; meta: number };
+  entries: { records: number; expiry: number; docs: number; postings: number; vectors: number; meta: number; effects: number };
   /** Highest page LMDB has used: the file never needs to be larger than this. */
   lastPage: number;
   pageSize: number;
@@ -162,6 +164,8 @@ export interface MemoryStore {
   list(namespace: string, req?: ListRequest): MemoryRecord[];
   /** Every namespace the store has seen. */
   namespaces(): NamespaceInfo[];
+  /** How many visible records a namespace holds, by kind (reads every record: for operators, not hot paths). */
+  count(namespace: string): { kv: number; episodes: number };
   info(namespace: string): NamespaceInfo;
   /** Removes every record of a namespace; its revision stays, so versions keep increasing. */
   eraseNamespace(namespace: string, opts?: { seq?: number }): Promise<number>;
@@ -172,14 +176,65 @@ export interface MemoryStore {
   digest(opts?: DigestOptions): string;
   /** A namespace as JSON Lines (see export.ts), one line per string, each ending in "\n". */
   exportNamespace(namespace: string): Generator<string>;
+  /** A page of at most `maxBytes` of a namespace's export; `next` continues it (see export.ts). */
+  exportPage(namespace: string, opts: { after?: ExportCursor; maxBytes: number }): ExportPage;
+  /** Validates an export without writing it: what an import would write. */
+  checkImport(lines: string | Iterable<string> | AsyncIterable<string>, opts?: { namespace?: string }): Promise<ImportSummary>;
   importNamespace(lines: string | Iterable<string> | AsyncIterable<string>, opts?: ImportOptions): Promise<ImportSummary>;
-  /** Removes expired records and their index rows. */
-  compact(opts?: { batch?: number }): Promise<CompactionReport>;
+  /** Removes expired records and their index rows, and all but the newest `keepEffects` (default 100,000) effect outcomes. */
+  compact(opts?: { batch?: number; keepEffects?: number }): Promise<CompactionReport>;
   stats(): StoreStats;
-  /** The last log sequence recorded by a write (0 when none): where a rebuild resumes. */
+  /** The highest log sequence of a write applied (0 when none). */
   appliedSeq(): number;
+  /**
+   * Applies logged writes, each exactly once: one commit for all, each effect's outcome (its
+   * result, or why it was refused: a CAS conflict, a wrong vector dimension, an erased key)
+   * recorded under its log sequence. An effect whose sequence already has an outcome is not
+   * applied again; its recorded outcome comes back with `repeated: true`.
+   */
+  applyEffects(effects: readonly EffectWrite[], opts?: { resumeSeq?: number }): Promise<EffectOutcome[]>;
+  /** The recorded outcome of the write logged at `seq`, if the store applied one. */
+  effectOutcome(seq: number): EffectOutcome | undefined;
+  /** Every logged write at or below this sequence is applied: where catching up with the log resumes. */
+  resumeSeq(): number;
+  /** Records that every logged write up to `resumeSeq` is applied (after reading the log that far). */
+  markResume(resumeSeq: number): Promise<void>;
+  /** A store-wide fact (e.g. the id of the log's first event, to tell logs apart). */
+  fact(name: string): string | undefined;
+  setFact(name: string, value: string): Promise<void>;
   close(): Promise<void>;
 }
+
+/**
+ * A logged write to apply (see {@link MemoryStore.applyEffects}): the effect's id and log
+ * sequence, and the write, or the error that makes it a no-op (recorded as its outcome).
+ */
+export interface EffectWrite {
+  seq: number;
+  /** Id of the `effect.started` event. */
+  effect: string;
+  /** The operation as logged: put, append, delete or erase. */
+  op: string;
+  namespace: string;
+  write: BatchOp | { op: "erase"; namespace: string } | { error: MaxwellError };
+}
+
+/** What applying one logged write did. */
+export interface EffectOutcome {
+  seq: number;
+  effect: string;
+  op: string;
+  namespace: string;
+  ok: boolean;
+  /** put/append: the record written; delete: whether a record was deleted; erase: records removed. */
+  result?: unknown;
+  error?: WireError;
+  /** The outcome was recorded before: this call changed nothing. */
+  repeated?: true;
+}
+
+/** Error codes a write's own checks raise before it changes anything: recorded as its outcome. */
+const REFUSALS: ReadonlySet<string> = new Set([ErrorCode.BadRequest, ErrorCode.Conflict, ErrorCode.NotFound, ErrorCode.Forbidden]);
 
 /** Opens (creating if needed) the memory store in `options.path`. */
 export function openMemoryStore(options: StoreOptions): MemoryStore {
@@ -200,6 +255,49 @@ function checkSeq(value: unknown): number | undefined {
     throw new MaxwellError(ErrorCode.BadRequest, `invalid seq ${JSON.stringify(value)}: expected a non-negative integer`, { detail: { field: "seq" } });
   }
   return value;
+}
+
+/** A record version a write just stored. */
+interface WrittenRow {
+  ns: NamespaceId;
+  kind: RecordKind;
+  key: string;
+  row: RecordRow;
+  vector: Float32Array | undefined;
+}
+
+/** What a write returns, as recorded: where the record went, without its value and vector (those are in the log, sealed). */
+function resultOf(value: unknown): unknown {
+  if (typeof value === "object" && value !== null && "row" in value) {
+    const { ns, key, row } = value as WrittenRow;
+    const written: Record<string, unknown> = { namespace: ns, key, version: row.version, at: row.at };
+    if (row.expiresAt !== undefined) written["expiresAt"] = row.expiresAt;
+    return written;
+  }
+  if (typeof value === "boolean") return { deleted: value };
+  if (typeof value === "number") return { erased: value };
+  return value;
+}
+
+function refusalRow(e: EffectWrite, err: MaxwellError): EffectRow {
+  const error: EffectRow["error"] = { code: err.code, message: err.message };
+  if (err.detail !== undefined) error.detail = err.detail;
+  return { effect: e.effect, op: e.op, namespace: e.namespace, ok: false, error };
+}
+
+function outcomeOf(seq: number, row: EffectRow): EffectOutcome {
+  const out: EffectOutcome = { seq, effect: row.effect, op: row.op, namespace: row.namespace, ok: row.ok };
+  if (row.result !== undefined) out.result = row.result;
+  if (row.error !== undefined) out.error = row.error as WireError;
+  return out;
+}
+
+function differentLog(seq: number, recorded: string, given: string): MaxwellError {
+  return new MaxwellError(
+    ErrorCode.Conflict,
+    `log sequence ${seq} was applied as effect ${recorded}, not ${given}: this memory store was built from another log; move it away and let the service rebuild it`,
+    { detail: { seq, recorded, given } },
+  );
 }
 
 /** Names the failing operation of a batch in its error. */
@@ -240,18 +338,24 @@ class MemoryStoreImpl implements MemoryStore {
     return { ns, row, vector, seq: checkSeq(req.seq) };
   }
 
-  /** Fixes the namespace's vector dimension on first use; refuses a different one. */
-  private claimDimension(tx: WriteTx, ns: NamespaceId, vector: Float32Array | undefined): void {
+  /** Refuses a vector whose dimension differs from the namespace's. */
+  private checkDimension(tx: WriteTx, ns: NamespaceId, vector: Float32Array | undefined): void {
     if (vector === undefined) return;
     const meta = tx.meta(ns);
-    if (meta.dimension === undefined) meta.dimension = vector.length;
-    else if (meta.dimension !== vector.length) {
+    if (meta.dimension !== undefined && meta.dimension !== vector.length) {
       throw new MaxwellError(
         ErrorCode.BadRequest,
         `vector has dimension ${vector.length}; namespace ${ns} holds vectors of dimension ${meta.dimension}`,
         { detail: { field: "vector", expected: meta.dimension, actual: vector.length } },
       );
     }
+  }
+
+  /** Fixes the namespace's vector dimension on first use (after {@link checkDimension}). */
+  private claimDimension(tx: WriteTx, ns: NamespaceId, vector: Float32Array | undefined): void {
+    if (vector === undefined) return;
+    const meta = tx.meta(ns);
+    if (meta.dimension === undefined) meta.dimension = vector.length;
   }
 
   private rowOf(draft: Draft, version: number): RecordRow {
@@ -274,11 +378,13 @@ class MemoryStoreImpl implements MemoryStore {
 
   // Async so that bad input rejects the returned promise rather than throwing at the call.
   async put(req: PutRequest): Promise<MemoryRecord> {
-    return this.core.write(this.planPut(req));
+    const plan = this.planPut(req);
+    return this.core.write((tx) => this.written(plan(tx)));
   }
 
   async append(req: AppendRequest): Promise<MemoryRecord> {
-    return this.core.write(this.planAppend(req));
+    const plan = this.planAppend(req);
+    return this.core.write((tx) => this.written(plan(tx)));
   }
 
   async delete(req: DeleteRequest): Promise<boolean> {
@@ -291,10 +397,14 @@ class MemoryStoreImpl implements MemoryStore {
       try {
         if (typeof op !== "object" || op === null) throw new MaxwellError(ErrorCode.BadRequest, "invalid operation: expected an object");
         switch (op.op) {
-          case "put":
-            return this.planPut(op);
-          case "append":
-            return this.planAppend(op);
+          case "put": {
+            const plan = this.planPut(op);
+            return (tx: WriteTx) => this.written(plan(tx));
+          }
+          case "append": {
+            const plan = this.planAppend(op);
+            return (tx: WriteTx) => this.written(plan(tx));
+          }
           case "delete":
             return this.planDelete(op);
           default:
@@ -316,15 +426,17 @@ class MemoryStoreImpl implements MemoryStore {
   }
 
   /** Validates a put now; the returned plan runs inside the write. */
-  private planPut(req: PutRequest): (tx: WriteTx) => MemoryRecord {
+  private planPut(req: PutRequest): (tx: WriteTx) => WrittenRow {
     const draft = this.draft(req);
     const key = checkKey(req.key);
     const expected = checkExpectedVersion(req.expectedVersion);
     const { ns } = draft;
     return (tx) => {
+      // Checks first, changes after: a plan that throws has changed nothing (see applyEffects).
       const stored = this.core.row(ns, RecordKind.Value, key);
-      const current = stored !== undefined && visible(stored.expiresAt, this.core.now()) ? stored : undefined;
+      const current = stored !== undefined && visible(stored.expiresAt, draft.row.at) ? stored : undefined;
       if (expected !== undefined && expected !== (current?.version ?? 0)) throw conflict(ns, key, expected, current?.version ?? 0);
+      this.checkDimension(tx, ns, draft.vector);
       this.claimDimension(tx, ns, draft.vector);
       if (stored !== undefined) this.core.remove(tx, ns, RecordKind.Value, key, stored);
       const meta = tx.meta(ns);
@@ -332,14 +444,15 @@ class MemoryStoreImpl implements MemoryStore {
       const row = this.rowOf(draft, meta.revision);
       this.core.insert(tx, ns, RecordKind.Value, key, row, draft.vector);
       if (draft.seq !== undefined) tx.appliedSeq = draft.seq;
-      return this.written(ns, RecordKind.Value, key, row, draft.vector);
+      return { ns, kind: RecordKind.Value, key, row, vector: draft.vector };
     };
   }
 
-  private planAppend(req: AppendRequest): (tx: WriteTx) => MemoryRecord {
+  private planAppend(req: AppendRequest): (tx: WriteTx) => WrittenRow {
     const draft = this.draft(req);
     const { ns } = draft;
     return (tx) => {
+      this.checkDimension(tx, ns, draft.vector);
       this.claimDimension(tx, ns, draft.vector);
       const meta = tx.meta(ns);
       meta.revision += 1;
@@ -347,7 +460,7 @@ class MemoryStoreImpl implements MemoryStore {
       const key = episodeId(row.at, row.version);
       this.core.insert(tx, ns, RecordKind.Episode, key, row, draft.vector);
       if (draft.seq !== undefined) tx.appliedSeq = draft.seq;
-      return this.written(ns, RecordKind.Episode, key, row, draft.vector);
+      return { ns, kind: RecordKind.Episode, key, row, vector: draft.vector };
     };
   }
 
@@ -358,9 +471,10 @@ class MemoryStoreImpl implements MemoryStore {
     const kind = req.kind === undefined ? RecordKind.Value : checkKind(req.kind);
     const expected = checkExpectedVersion(req.expectedVersion);
     const seq = checkSeq(req.seq);
+    const at = req.at === undefined ? undefined : checkTime(req.at, "at");
     return (tx) => {
       const stored = this.core.row(ns, kind, key);
-      const current = stored !== undefined && visible(stored.expiresAt, this.core.now()) ? stored : undefined;
+      const current = stored !== undefined && visible(stored.expiresAt, at ?? this.core.now()) ? stored : undefined;
       if (expected !== undefined && expected !== (current?.version ?? 0)) throw conflict(ns, key, expected, current?.version ?? 0);
       if (stored !== undefined) this.core.remove(tx, ns, kind, key, stored);
       if (seq !== undefined) tx.appliedSeq = seq;
@@ -369,7 +483,7 @@ class MemoryStoreImpl implements MemoryStore {
   }
 
   /** The record just written, as a read would return it (without reading it back). */
-  private written(ns: NamespaceId, kind: RecordKind, key: string, row: RecordRow, vector: Float32Array | undefined): MemoryRecord {
+  private written({ ns, kind, key, row, vector }: WrittenRow): MemoryRecord {
     const record = this.core.toRecord(ns, kind, key, { ...row, vector: false });
     if (vector !== undefined) record.vector = Array.from(vector);
     return record;
@@ -424,6 +538,19 @@ class MemoryStoreImpl implements MemoryStore {
     return this.core.namespaces().map((ns) => this.infoOf(ns));
   }
 
+  count(namespace: string): { kv: number; episodes: number } {
+    this.core.assertOpen();
+    const ns = parseNamespace(namespace);
+    const now = this.core.now();
+    const out = { kv: 0, episodes: 0 };
+    for (const { key, value } of this.core.tables.records.getRange(prefixRange(ns))) {
+      if (!visible(decodeRecordRow(value).expiresAt, now)) continue;
+      if ((key as string[])[1] === RecordKind.Episode) out.episodes++;
+      else out.kv++;
+    }
+    return out;
+  }
+
   info(namespace: string): NamespaceInfo {
     this.core.assertOpen();
     return this.infoOf(parseNamespace(namespace));
@@ -437,9 +564,18 @@ class MemoryStoreImpl implements MemoryStore {
   }
 
   async eraseNamespace(namespace: string, opts: { seq?: number } = {}): Promise<number> {
-    const ns = parseNamespace(namespace);
+    const plan = this.planErase(namespace);
     const seq = checkSeq(opts.seq);
     return this.core.write((tx) => {
+      const erased = plan(tx);
+      tx.appliedSeq = seq;
+      return erased;
+    });
+  }
+
+  private planErase(namespace: string): (tx: WriteTx) => number {
+    const ns = parseNamespace(namespace);
+    return (tx) => {
       let erased = 0;
       const rows = [...this.core.tables.records.getRange(prefixRange(ns))].map(({ key, value }) => ({ key: key as [NamespaceId, RecordKind, string], row: decodeRecordRow(value) }));
       for (const { key, row } of rows) {
@@ -449,8 +585,98 @@ class MemoryStoreImpl implements MemoryStore {
       const meta = tx.meta(ns);
       delete meta.dimension;
       tx.deltas.push({ op: "drop", ns });
-      tx.appliedSeq = seq;
       return erased;
+    };
+  }
+
+  async applyEffects(effects: readonly EffectWrite[], opts: { resumeSeq?: number } = {}): Promise<EffectOutcome[]> {
+    if (!Array.isArray(effects)) throw new MaxwellError(ErrorCode.BadRequest, "invalid effects: expected an array");
+    const resume = checkSeq(opts.resumeSeq);
+    // Validation happens here, outside the commit; a write that fails it is a refusal like any other.
+    const plans = effects.map((e) => {
+      const seq = checkSeq(e.seq) ?? 0;
+      try {
+        const w = e.write;
+        if ("error" in w) throw w.error;
+        switch (w.op) {
+          case "put":
+            return { e, seq, plan: this.planPut({ ...w, seq: undefined }) as (tx: WriteTx) => unknown };
+          case "append":
+            return { e, seq, plan: this.planAppend({ ...w, seq: undefined }) as (tx: WriteTx) => unknown };
+          case "delete":
+            return { e, seq, plan: this.planDelete({ ...w, seq: undefined }) as (tx: WriteTx) => unknown };
+          case "erase":
+            return { e, seq, plan: this.planErase(w.namespace) as (tx: WriteTx) => unknown };
+          default:
+            throw new MaxwellError(ErrorCode.BadRequest, `unknown write ${JSON.stringify((w as { op: unknown }).op)}`);
+        }
+      } catch (err) {
+        return { e, seq, refused: MaxwellError.from(err, ErrorCode.BadRequest) };
+      }
+    });
+    return this.core.write((tx) => {
+      // Outcomes are recorded only up to the highest sequence applied: above it, none to look up.
+      let highest = this.core.appliedSeq();
+      const out = plans.map(({ e, seq, plan, refused }): EffectOutcome => {
+        const stored = seq > highest ? undefined : this.core.tables.effects.get(seq);
+        if (seq > highest) highest = seq;
+        if (stored !== undefined) {
+          const row = decodeEffectRow(stored);
+          if (row.effect !== e.effect) {
+            return outcomeOf(seq, { effect: e.effect, op: e.op, namespace: e.namespace, ok: false, error: differentLog(seq, row.effect, e.effect).toWire() });
+          }
+          return { ...outcomeOf(seq, row), repeated: true };
+        }
+        let row: EffectRow;
+        if (refused !== undefined) {
+          row = refusalRow(e, refused);
+        } else {
+          try {
+            row = { effect: e.effect, op: e.op, namespace: e.namespace, ok: true, result: resultOf(plan(tx)) };
+          } catch (err) {
+            const refusal = MaxwellError.from(err);
+            // Only a write's own checks are refusals (they run before it changes anything);
+            // anything else fails the whole commit.
+            if (!REFUSALS.has(refusal.code)) throw err;
+            row = refusalRow(e, refusal);
+          }
+        }
+        this.core.tables.effects.putSync(seq, encodeEffectRow(row));
+        if (tx.appliedSeq === undefined || seq > tx.appliedSeq) tx.appliedSeq = seq;
+        return outcomeOf(seq, row);
+      });
+      if (resume !== undefined) tx.resumeSeq = resume;
+      return out;
+    });
+  }
+
+  effectOutcome(seq: number): EffectOutcome | undefined {
+    this.core.assertOpen();
+    const stored = this.core.tables.effects.get(checkSeq(seq) ?? 0);
+    return stored === undefined ? undefined : outcomeOf(seq, decodeEffectRow(stored));
+  }
+
+  resumeSeq(): number {
+    this.core.assertOpen();
+    return this.core.resumeSeq();
+  }
+
+  async markResume(resumeSeq: number): Promise<void> {
+    const seq = checkSeq(resumeSeq);
+    await this.core.write((tx) => {
+      tx.resumeSeq = seq;
+    });
+  }
+
+  fact(name: string): string | undefined {
+    this.core.assertOpen();
+    const bytes = this.core.tables.store.get(`fact:${name}`);
+    return bytes === undefined ? undefined : (unpack(bytes) as string);
+  }
+
+  async setFact(name: string, value: string): Promise<void> {
+    await this.core.write(() => {
+      this.core.tables.store.putSync(`fact:${name}`, pack(value));
     });
   }
 
@@ -474,11 +700,19 @@ class MemoryStoreImpl implements MemoryStore {
     return exportNamespace(this.core, namespace);
   }
 
+  exportPage(namespace: string, opts: { after?: ExportCursor; maxBytes: number }): ExportPage {
+    return exportPage(this.core, namespace, opts);
+  }
+
+  async checkImport(lines: string | Iterable<string> | AsyncIterable<string>, opts?: { namespace?: string }): Promise<ImportSummary> {
+    return checkImport(lines, opts);
+  }
+
   async importNamespace(lines: string | Iterable<string> | AsyncIterable<string>, opts?: ImportOptions): Promise<ImportSummary> {
     return importNamespace(this.core, lines, opts);
   }
 
-  async compact(opts?: { batch?: number }): Promise<CompactionReport> {
+  async compact(opts?: { batch?: number; keepEffects?: number }): Promise<CompactionReport> {
     return compact(this.core, opts);
   }
 
@@ -495,6 +729,7 @@ class MemoryStoreImpl implements MemoryStore {
         postings: count(t.postings),
         vectors: count(t.vectors),
         meta: count(t.meta),
+        effects: count(t.effects),
       },
       lastPage: env.lastPageNumber,
       pageSize: env.pageSize,

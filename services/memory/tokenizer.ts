@@ -10,6 +10,8 @@ import type { MemoryValue } from "./record.js";
 export const MAX_TERM_LENGTH = 64;
 
 const WORD = /[\p{L}\p{M}\p{N}]+/gu;
+/** NFKC leaves printable ASCII as it is: most text can skip the normalization pass. */
+const NON_ASCII = /[^\u0020-\u007e\t\n\r]/;
 
 /** Words too common to rank anything; skipping them also keeps posting lists short. */
 const STOP_WORDS: ReadonlySet<string> = new Set(
@@ -23,7 +25,8 @@ const STOP_WORDS: ReadonlySet<string> = new Set(
 export function tokenize(text: string): string[] {
   const terms: string[] = [];
   if (text.length === 0) return terms;
-  for (const match of text.normalize("NFKC").toLowerCase().matchAll(WORD)) {
+  const normalized = NON_ASCII.test(text) ? text.normalize("NFKC") : text;
+  for (const match of normalized.toLowerCase().matchAll(WORD)) {
     const word = match[0];
     if (STOP_WORDS.has(word)) continue;
     terms.push(word.length > MAX_TERM_LENGTH ? word.slice(0, MAX_TERM_LENGTH) : word);
@@ -31,13 +34,30 @@ export function tokenize(text: string): string[] {
   return terms;
 }
 
-/** Term frequencies of `text`, sorted by term, and the document length in terms. */
+/**
+ * Term frequencies of `text`, sorted by term, and the document length in terms. The same terms
+ * as {@link tokenize}, counted in one pass (this runs once per record written or rebuilt).
+ */
 export function termFrequencies(text: string): { terms: [string, number][]; length: number } {
   const counts = new Map<string, number>();
-  const tokens = tokenize(text);
-  for (const term of tokens) counts.set(term, (counts.get(term) ?? 0) + 1);
-  const terms = [...counts.entries()].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-  return { terms, length: tokens.length };
+  let length = 0;
+  if (text.length > 0) {
+    const lower = (NON_ASCII.test(text) ? text.normalize("NFKC") : text).toLowerCase();
+    const words = WORD;
+    words.lastIndex = 0;
+    for (let match = words.exec(lower); match !== null; match = words.exec(lower)) {
+      let word = match[0];
+      if (STOP_WORDS.has(word)) continue;
+      if (word.length > MAX_TERM_LENGTH) word = word.slice(0, MAX_TERM_LENGTH);
+      counts.set(word, (counts.get(word) ?? 0) + 1);
+      length++;
+    }
+  }
+  // The default sort compares UTF-16 code units: the order the stored rows have always used.
+  const keys = [...counts.keys()].sort();
+  const terms: [string, number][] = new Array<[string, number]>(keys.length);
+  for (let i = 0; i < keys.length; i++) terms[i] = [keys[i] as string, counts.get(keys[i] as string) as number];
+  return { terms, length };
 }
 
 /**

@@ -639,7 +639,7 @@ describe("memory store: compaction and size", () => {
     expect(store.stats().entries.records).toBe(baseline.records + 50);
     clock.t = T0 + 1025; // records 0..25 have expired (expiresAt ≤ now)
     const report = await store.compact({ batch: 7 });
-    expect(report).toEqual({ removed: 26, now: T0 + 1025 });
+    expect(report).toEqual({ removed: 26, effectsPruned: 0, now: T0 + 1025 });
     expect(store.stats().entries.records).toBe(baseline.records + 24);
     clock.t = T0 + 5000;
     expect((await store.compact()).removed).toBe(24);
