@@ -158,8 +158,16 @@ export class WriteTx {
       }
       return;
     }
-    // Below the last row (an import out of order): the row whose range holds the version.
-    const first = this.rowStartFor(id, ns, term, posting.version);
+    // Below the last row (an import out of order): the row whose range holds the version, or,
+    // below every row, the first row, which then starts at this version.
+    let first = this.rowStartFor(id, ns, term, posting.version);
+    if (first === undefined) {
+      const next = this.nextRowStart(id, ns, term, posting.version);
+      if (next !== undefined) {
+        this.rekey(id, ns, term, next, posting.version);
+        first = posting.version;
+      }
+    }
     const row = first === undefined ? this.newRow(id, ns, term, posting.version) : this.row(id, ns, term, first);
     row.chunk.insert(posting);
     row.dirty = true;
@@ -217,6 +225,30 @@ export class WriteTx {
       return (key as [NamespaceId, string, number])[2];
     }
     return null;
+  }
+
+  /** First version of the term's first row above `version` (stored or created by this write). */
+  private nextRowStart(id: string, ns: NamespaceId, term: string, version: number): number | undefined {
+    let best: number | undefined;
+    for (const key of this.core.tables.postings.getKeys({ start: postingKey(ns, term, version), end: postingKey(ns, term, Number.MAX_SAFE_INTEGER), limit: 1 })) {
+      best = (key as [NamespaceId, string, number])[2];
+    }
+    const byFirst = this.rows.get(id);
+    if (byFirst !== undefined) {
+      for (const first of byFirst.keys()) if (first > version && (best === undefined || first < best)) best = first;
+    }
+    return best;
+  }
+
+  /** Moves a row to a lower first version (nothing lies between the two). */
+  private rekey(id: string, ns: NamespaceId, term: string, from: number, to: number): void {
+    const old = this.row(id, ns, term, from);
+    const moved = this.newRow(id, ns, term, to);
+    moved.chunk = old.chunk;
+    // Gone at once, not at the end of the write: later lookups in this write must not find it.
+    this.core.tables.postings.removeSync(old.key);
+    this.cached(id).delete(from);
+    if (this.tails.get(id) === from) this.tails.set(id, to);
   }
 
   /** First version of the row whose range holds `version` (stored or created by this write). */
