@@ -24,15 +24,10 @@ import { defineAgent } from "../../src/sdk/mod.js";
 import { LlmGateway } from "../../services/llm/gateway.js";
 import { startOfflineModel, type OfflineModel } from "../../services/llm/offline-server.js";
 import { eventually, startHarness, until, type Harness } from "../support/harness.js";
+import { runCli, type CliResult } from "../support/cli.js";
 import { scriptedManifest, startScriptedTools, type ScriptedTools } from "../support/scripted-tools.js";
 
 const run = promisify(execFile);
-
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
 describe("maxwell audit and log export", () => {
   let h: Harness;
@@ -49,15 +44,7 @@ describe("maxwell audit and log export", () => {
   /** Ids of every event of the audited trace, and of the decisions on its holds. */
   let expected: string[] = [];
 
-  async function maxwell(...args: string[]): Promise<Result> {
-    try {
-      const { stdout, stderr } = await run(process.execPath, [cliEntry(), "--data", h.dir, "--nats", h.url, ...args], { env: { ...process.env, MAXWELL_LOG_LEVEL: "warn" } });
-      return { code: 0, stdout, stderr };
-    } catch (err) {
-      const e = err as { code?: number; stdout?: string; stderr?: string };
-      return { code: e.code ?? -1, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
-    }
-  }
+  const maxwell = (...args: string[]): Promise<CliResult> => runCli(["--data", h.dir, "--nats", h.url, ...args]);
 
   async function principal(name: string, groups: string[] = []): Promise<SyscallClient> {
     const r = await h.register(name, "principal", groups);
@@ -249,7 +236,7 @@ describe("maxwell audit and log export", () => {
     const from = () => (log.find((e) => e.id === expected[0]) as LogEvent).seq;
     const to = () => (log.filter((e) => expected.includes(e.id)).at(-1) as LogEvent).seq;
     /** verify --bundle needs no server: a data dir that does not exist and no --nats. */
-    const offline = async (file: string, ...args: string[]): Promise<Result> => {
+    const offline = async (file: string, ...args: string[]): Promise<CliResult> => {
       try {
         const { stdout, stderr } = await run(process.execPath, [cliEntry(), "--data", join(out, "nowhere"), "verify", "--bundle", file, ...args]);
         return { code: 0, stdout, stderr };

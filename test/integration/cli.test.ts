@@ -2,32 +2,19 @@
  * End to end through the real CLI: `maxwell up`, `principal add`, `agent add`, `send`, `log`,
  * `verify`, then tampering with the stored log on disk and `verify` catching it.
  */
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cliEntry } from "../../src/runtime/paths.js";
 import { until } from "../support/harness.js";
+import { runCli, type CliResult } from "../support/cli.js";
 
-const run = promisify(execFile);
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function maxwell(dir: string, ...args: string[]): Promise<Result> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [cliEntry(), "--data", dir, ...args], { env: { ...process.env, MAXWELL_LOG_LEVEL: "warn" } });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: e.code ?? -1, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
-  }
+function maxwell(dir: string, ...args: string[]): Promise<CliResult> {
+  return runCli(["--data", dir, ...args]);
 }
 
 function startDaemon(dir: string): { child: ChildProcess; ready: Promise<string> } {

@@ -10,17 +10,17 @@ import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ErrorCode, EventType, SyscallOp, decodeMap, newScope, subjects, syscallId, type LogEvent } from "../../src/protocol/mod.js";
+import { ErrorCode, EventType, SyscallOp, newScope, subjects, syscallId, type LogEvent } from "../../src/protocol/mod.js";
 import { createLogger } from "../../src/runtime/logger.js";
 import { packageRoot } from "../../src/runtime/paths.js";
 import { SecretStore } from "../../src/runtime/secrets.js";
 import { connectNats, type NatsConnection } from "../../src/transport/connection.js";
 import { SyscallClient } from "../../src/sdk/syscalls.js";
-import { defineAgent, fence, MaxwellError, type AgentContext } from "../../src/sdk/mod.js";
+import { defineAgent, fence, MaxwellError } from "../../src/sdk/mod.js";
 import { LlmGateway } from "../../services/llm/gateway.js";
 import { startOfflineModel, type OfflineModel } from "../../services/llm/offline-server.js";
 import { ToolService, builtinTools, loadToolsConfig } from "../../services/tools/mod.js";
-import { eventually, startHarness, until, type Harness } from "../support/harness.js";
+import { eventually, logEvents, recordingAgent, startHarness, until, type Harness } from "../support/harness.js";
 
 const CANARY = "canary-7f3a9c2e51d04b8e";
 const AWS_SHAPED = "AKIAIOSFODNN7EXAMPLE";
@@ -38,23 +38,11 @@ describe("effects through the kernel: models, tools, secrets", () => {
   const outcomes = new Map<string, unknown>();
   const delivered: unknown[] = [];
 
-  async function events(): Promise<LogEvent[]> {
-    const out: LogEvent[] = [];
-    for await (const e of h.admin.entries(1)) out.push(decodeMap(e.data) as unknown as LogEvent);
-    return out;
-  }
+  const events = (): Promise<LogEvent[]> => logEvents(h);
   function send(to: string, body: { tag: string; [k: string]: unknown }) {
     return alice.call(SyscallOp.Send, { id: syscallId(`t-${newScope()}`, 0), to, body });
   }
-  function recording(work: (body: { tag: string; [k: string]: unknown }, ctx: AgentContext) => Promise<unknown>) {
-    return defineAgent({
-      concurrency: 4,
-      async onMessage(msg, ctx) {
-        const body = msg.body as { tag: string };
-        outcomes.set(body.tag, await work(body, ctx).catch((err: unknown) => ({ error: code(err), message: (err as Error).message })));
-      },
-    });
-  }
+  const recording = (work: Parameters<typeof recordingAgent>[1]) => recordingAgent(outcomes, work);
 
   beforeAll(async () => {
     h = await startHarness({

@@ -14,10 +14,10 @@ import { packageRoot } from "../../src/runtime/paths.js";
 import { createLogger } from "../../src/runtime/logger.js";
 import { connectNats, type NatsConnection } from "../../src/transport/connection.js";
 import { SyscallClient } from "../../src/sdk/syscalls.js";
-import { defineAgent, MaxwellError, type AgentContext } from "../../src/sdk/mod.js";
+import { defineAgent, MaxwellError } from "../../src/sdk/mod.js";
 import { LlmGateway } from "../../services/llm/gateway.js";
 import { startOfflineModel, type OfflineModel } from "../../services/llm/offline-server.js";
-import { eventually, startHarness, until, type Harness } from "../support/harness.js";
+import { eventually, logEvents, recordingAgent, startHarness, until, type Harness } from "../support/harness.js";
 import { scriptedManifest, startScriptedTools, type ScriptedTools } from "../support/scripted-tools.js";
 
 const POLICIES = `${readFileSync(join(packageRoot, "services", "kernel", "default-policies.cedar"), "utf8")}
@@ -41,11 +41,7 @@ describe("governance: budgets, holds and labels", () => {
   /** Approval notices each principal received on its inbox. */
   const notices = new Map<string, unknown[]>();
 
-  async function events(): Promise<LogEvent[]> {
-    const out: LogEvent[] = [];
-    for await (const e of h.admin.entries(1)) out.push(decodeMap(e.data) as unknown as LogEvent);
-    return out;
-  }
+  const events = (): Promise<LogEvent[]> => logEvents(h);
 
   async function principal(name: string, groups: string[] = []): Promise<SyscallClient> {
     const r = await h.register(name, "principal", groups);
@@ -66,16 +62,7 @@ describe("governance: budgets, holds and labels", () => {
     return client.call(SyscallOp.Send, { id: syscallId(`t-${newScope()}`, 0), to, body, ...(labels ? { labels } : {}) });
   }
 
-  /** Runs `work` for each delivered message and keeps its outcome (value or error code) by body tag. */
-  function recording(work: (body: { tag: string; [k: string]: unknown }, ctx: AgentContext) => Promise<unknown>) {
-    return defineAgent({
-      concurrency: 4,
-      async onMessage(msg, ctx) {
-        const body = msg.body as { tag: string };
-        outcomes.set(body.tag, await work(body, ctx).catch((err: unknown) => ({ error: code(err), message: (err as Error).message })));
-      },
-    });
-  }
+  const recording = (work: Parameters<typeof recordingAgent>[1]) => recordingAgent(outcomes, work);
 
   beforeAll(async () => {
     h = await startHarness({ policies: POLICIES, kernelArgs: ["--approval-ttl-ms", "20000"] });

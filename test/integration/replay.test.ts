@@ -5,25 +5,23 @@
  * built CLI (whose exit codes gate CI): the same code is identical; a changed tool call, and an
  * agent that reads the wall clock directly, diverge at the exact syscall.
  */
-import { execFile } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EventType, SyscallOp, decodeMap, newScope, subjects, syscallId, type LogEvent } from "../../src/protocol/mod.js";
+import { EventType, SyscallOp, newScope, subjects, syscallId, type LogEvent } from "../../src/protocol/mod.js";
 import { createLogger } from "../../src/runtime/logger.js";
-import { cliEntry, packageRoot } from "../../src/runtime/paths.js";
+import { packageRoot } from "../../src/runtime/paths.js";
 import { connectNats, type NatsConnection } from "../../src/transport/connection.js";
 import { SyscallClient } from "../../src/sdk/syscalls.js";
 import type { AgentDefinition } from "../../src/sdk/mod.js";
 import { replayAgent, type ReplayReport } from "../../src/sdk/replay.js";
 import { LlmGateway } from "../../services/llm/gateway.js";
 import { startOfflineModel, type OfflineModel } from "../../services/llm/offline-server.js";
-import { eventually, startHarness, type Harness } from "../support/harness.js";
+import { eventually, logEvents, startHarness, type Harness } from "../support/harness.js";
+import { runCli, type CliResult } from "../support/cli.js";
 import { scriptedManifest, startScriptedTools, type ScriptedTools } from "../support/scripted-tools.js";
 
-const run = promisify(execFile);
 const SDK = JSON.stringify(join(packageRoot, "dist", "src", "sdk", "mod.js"));
 
 /** Agent modules as an author writes them: `export default` the definition, then `await main(...)`. */
@@ -97,12 +95,6 @@ await main(clocky);
 `,
 };
 
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 describe("agent replay of a recorded multi-agent run", () => {
   let h: Harness;
   let model: OfflineModel;
@@ -114,11 +106,7 @@ describe("agent replay of a recorded multi-agent run", () => {
   const connections: NatsConnection[] = [];
   let log: LogEvent[] = [];
 
-  async function events(): Promise<LogEvent[]> {
-    const out: LogEvent[] = [];
-    for await (const e of h.admin.entries(1)) out.push(decodeMap(e.data) as unknown as LogEvent);
-    return out;
-  }
+  const events = (): Promise<LogEvent[]> => logEvents(h);
 
   /** Imports an agent module the way replay does (its `main` returns at once) and takes the definition. */
   async function load(file: string): Promise<AgentDefinition> {
@@ -151,15 +139,7 @@ describe("agent replay of a recorded multi-agent run", () => {
     return replayAgent(await load(file), log, { name, ...opts });
   }
 
-  async function maxwell(...args: string[]): Promise<CliResult> {
-    try {
-      const { stdout, stderr } = await run(process.execPath, [cliEntry(), "--data", h.dir, "--nats", h.url, ...args], { env: { ...process.env, MAXWELL_LOG_LEVEL: "warn" } });
-      return { code: 0, stdout, stderr };
-    } catch (err) {
-      const e = err as { code?: number; stdout?: string; stderr?: string };
-      return { code: e.code ?? -1, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
-    }
-  }
+  const maxwell = (...args: string[]): Promise<CliResult> => runCli(["--data", h.dir, "--nats", h.url, ...args]);
 
   const count = (type: string, actor: string) => log.filter((e) => e.type === type && "actor" in e && e.actor === actor).length;
 

@@ -11,7 +11,8 @@ import { AdminClient } from "../../src/runtime/admin-client.js";
 import { spawnService, startEmbedded, type EmbeddedServer, type ServiceProcess } from "../../src/runtime/deployment.js";
 import type { DataLayout } from "../../src/runtime/paths.js";
 import type { RegisterResult } from "../../src/runtime/admin.js";
-import { runAgent, type AgentDefinition, type RunningAgent } from "../../src/sdk/mod.js";
+import { MaxwellError, defineAgent, runAgent, type AgentContext, type AgentDefinition, type RunningAgent } from "../../src/sdk/mod.js";
+import { decodeMap, type LogEvent } from "../../src/protocol/mod.js";
 import { createLogger } from "../../src/runtime/logger.js";
 
 export interface Harness {
@@ -108,4 +109,28 @@ export async function eventually(check: () => Promise<boolean>, what: string, ti
     if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** Every event in the log, decoded, read through the kernel. */
+export async function logEvents(h: Harness): Promise<LogEvent[]> {
+  const out: LogEvent[] = [];
+  for await (const e of h.admin.entries(1)) out.push(decodeMap(e.data) as unknown as LogEvent);
+  return out;
+}
+
+/**
+ * An agent that runs `work` for each delivered message and keeps its outcome (the value, or the
+ * error's code and message) in `outcomes` under the message body's `tag`.
+ */
+export function recordingAgent(outcomes: Map<string, unknown>, work: (body: { tag: string; [k: string]: unknown }, ctx: AgentContext) => Promise<unknown>): AgentDefinition {
+  return defineAgent({
+    concurrency: 4,
+    async onMessage(msg, ctx) {
+      const body = msg.body as { tag: string };
+      outcomes.set(
+        body.tag,
+        await work(body, ctx).catch((err: unknown) => ({ error: err instanceof MaxwellError ? err.code : String(err), message: (err as Error).message })),
+      );
+    },
+  });
 }
