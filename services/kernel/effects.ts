@@ -16,6 +16,7 @@ import {
   encode,
   joinLabels,
   newEventId,
+  newTraceId,
   serviceSubjects,
   subjects,
   type EffectCompletedEvent,
@@ -37,12 +38,16 @@ import type { Logger } from "../../src/runtime/logger.js";
 import type { Appender } from "./appender.js";
 import type { Outcome, PendingOf } from "./decide.js";
 import { SecretStore } from "../../src/runtime/secrets.js";
+import { NamespaceKeys } from "../../src/memory/keys.js";
+import { MEMORY_LOGGED_WRITE_OPS } from "../../src/memory/ops.js";
+import { parseNamespace } from "../../src/memory/namespace.js";
+import { openMemoryResult, sealMemoryArgs } from "../../src/memory/sealing.js";
 import type { KernelState, OpenEffect } from "./state.js";
 
 /** How long the kernel waits for each service. */
 const SERVICE_TIMEOUT_MS: Record<string, number> = { llm: 300_000, tools: 60_000, memory: 15_000 };
 /** Memory operations that change the store (applied again, idempotently, after a kernel crash). */
-const MEMORY_WRITES: ReadonlySet<string> = new Set(["put", "delete", "append", "erase", "import"]);
+const MEMORY_WRITES: ReadonlySet<string> = MEMORY_LOGGED_WRITE_OPS;
 
 export interface EffectRunnerOptions {
   nc: NatsConnection;
@@ -55,26 +60,47 @@ export interface EffectRunnerOptions {
 
 type EffectOutcome = Extract<Outcome, { kind: "effect" }>;
 
-/** The answer an agent gets for a recorded effect outcome. */
-export function effectReply(e: EffectCompletedEvent): SyscallReply {
+/**
+ * The answer an agent gets for a recorded effect outcome. Memory content is in the log sealed
+ * under its namespace key; `open` unseals it for the agent (erased content stays unreadable).
+ */
+export function effectReply(e: EffectCompletedEvent, open: (e: EffectCompletedEvent) => unknown = (x) => x.result): SyscallReply {
   if (e.error) return { ok: false, error: e.error };
-  const effect: NonNullable<SyscallResult["effect"]> = { result: e.result, labels: e.labels };
+  const effect: NonNullable<SyscallResult["effect"]> = { result: open(e), labels: e.labels };
   if (e.usage) effect.usage = e.usage;
   return { ok: true, result: { event: e.id, seq: e.seq, trace: e.trace, effect, ...(e.labels.length > 0 ? { labels: e.labels } : {}) } };
 }
 
 export class EffectRunner {
   private readonly secrets: SecretStore | undefined;
+  /** Per-namespace memory keys: memory content is sealed in the log so erasing a key erases it. */
+  private readonly memoryKeys: NamespaceKeys | undefined;
   /** Memory calls run one at a time per namespace, in log order, so the store applies them in that order. */
   private readonly memoryQueues = new Map<string, Promise<unknown>>();
 
   constructor(private readonly opts: EffectRunnerOptions) {
     this.secrets = opts.dataDir ? SecretStore.forDataDir(opts.dataDir) : undefined;
+    this.memoryKeys = opts.dataDir ? NamespaceKeys.forDataDir(opts.dataDir) : undefined;
   }
+
+  /** What the agent sees of a recorded outcome: memory reads opened, everything else as logged. */
+  private readonly open = (e: EffectCompletedEvent): unknown => {
+    if (e.kind !== "mem" || !this.memoryKeys) return e.result;
+    try {
+      return openMemoryResult(this.memoryKeys, e.op, e.result);
+    } catch (err) {
+      this.opts.log.error({ err: String(err), effect: e.effect }, "could not open a memory result");
+      return e.result;
+    }
+  };
 
   /** Records the start, calls the service, records the outcome, answers. */
   async run(outcome: EffectOutcome, traceparent: string | undefined): Promise<SyscallReply> {
     const { state, appender } = this.opts;
+    if (outcome.event.kind === "mem" && this.memoryKeys) {
+      // Memory values go into the log sealed under their namespace's key, never in the clear.
+      outcome.event.args = sealMemoryArgs(this.memoryKeys, outcome.event.op, outcome.event.target, outcome.event.args);
+    }
     state.budgets.hold(outcome.charge);
     let started: LogEvent;
     try {
@@ -87,7 +113,7 @@ export class EffectRunner {
       throw new MaxwellError(ErrorCode.Conflict, `effect ${outcome.msgId} was already started`);
     }
     const completed = await this.complete(started, outcome.call, traceparent);
-    return effectReply(completed);
+    return effectReply(completed, this.open);
   }
 
   /** Calls the service for a started effect and records the outcome. */
@@ -208,6 +234,41 @@ export class EffectRunner {
   }
 
   /**
+   * An operator erases a memory namespace: its key is destroyed first (from then on everything
+   * sealed under it, in the log and in any copy of it, is unreadable, replay included), then the
+   * erasure is logged and the memory service drops the namespace.
+   */
+  async eraseNamespace(namespace: string, policySet: string): Promise<{ seq: number; erasedKey: boolean }> {
+    if (!this.memoryKeys) throw new MaxwellError(ErrorCode.Unavailable, "this kernel has no data directory, so it holds no memory keys to erase");
+    const ns = parseNamespace(namespace);
+    const erasedKey = this.memoryKeys.erase(ns);
+    const id = newEventId();
+    const event: PendingOf<EffectStartedEvent> = {
+      v: EVENT_VERSION,
+      id,
+      at: Date.now(),
+      type: EventType.EffectStarted,
+      actor: "kernel",
+      principal: "admin",
+      syscall: `erase.${id}:0` as EffectStartedEvent["syscall"],
+      trace: newTraceId(),
+      depth: 0,
+      kind: "mem",
+      op: "erase",
+      target: ns,
+      args: {},
+      decision: { effect: "allow", policies: ["kernel:operator-erase"], policySet },
+      labels: [],
+    };
+    const started = await this.opts.appender.append(subjects.logEffect("kernel"), `kernel:erase.${id}`, () => event);
+    if (started.type !== EventType.EffectStarted) throw new MaxwellError(ErrorCode.Internal, "the erasure was not recorded as expected");
+    const completed = await this.complete(started, { service: ServiceName.Memory, op: "erase" }, undefined);
+    if (completed.error) this.opts.log.warn({ namespace: ns, err: completed.error.message }, "memory service did not drop the erased namespace now; it will when it catches up with the log");
+    this.opts.log.warn({ namespace: ns, erasedKey }, "memory namespace erased");
+    return { seq: started.seq, erasedKey };
+  }
+
+  /**
    * After a kernel restart: effects started but never completed. Memory writes are applied again
    * (the store applies each effect once); anything else is recorded as interrupted, since the
    * kernel cannot know whether the model or tool acted.
@@ -264,7 +325,7 @@ export class EffectRunner {
     if (e?.type !== EventType.EffectCompleted) {
       return { ok: false, error: { code: ErrorCode.Internal, message: `the outcome recorded at seq ${seq} could not be read back` } };
     }
-    return effectReply(e);
+    return effectReply(e, this.open);
   }
 }
 

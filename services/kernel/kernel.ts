@@ -889,8 +889,13 @@ export class Kernel {
     return result;
   }
 
-  /** Memory for people: forwarded to the memory service as is. */
+  /** Memory for people: erasure is the kernel's (it holds the keys); the rest goes to the memory service. */
   private async memoryAdmin(body: Record<string, unknown>): Promise<AdminReply<unknown>> {
+    if (body["op"] === "erase") {
+      const run = this.adminWrites.then(() => this.effects.eraseNamespace(String(body["namespace"]), this.policy.policySet.hash));
+      this.adminWrites = run.catch(() => undefined);
+      return { ok: true, result: await run };
+    }
     const call = { effect: newEventId(), seq: this.state.head.seq, at: Date.now(), op: "admin", actor: "admin", principal: "admin", trace: newTraceId(), target: "", args: body, labels: [], deadline: Date.now() + 30_000 };
     const raw = await requestRaw(this.nc, serviceSubjects.call(ServiceName.Memory, "admin"), encode(call), { timeoutMs: 30_000 }).catch((err: unknown) => {
       throw new MaxwellError(ErrorCode.Unavailable, `the memory service did not answer (${(err as Error).message}); is it running?`);

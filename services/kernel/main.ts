@@ -9,6 +9,7 @@ import { dataLayout, packageRoot, resolveDataDir } from "../../src/runtime/paths
 import { createLogger } from "../../src/runtime/logger.js";
 import { keyFiles } from "../../src/transport/identity.js";
 import { Kernel } from "./kernel.js";
+import { memoryRules } from "../../src/memory/ops.js";
 
 const HELP = `usage: maxwell-kernel --nats URL [--data DIR] [--creds FILE] [--account-key FILE] [--kernel-key FILE] [--policies FILE]
                       [--approval-ttl-ms N]
@@ -62,6 +63,7 @@ const kernel = new Kernel({
   systemKey: keys.system,
   revocationsFile: layout.revocations,
   dataDir: layout.root,
+  memory: memoryRules,
   ...(approvalTtlMs ? { approvalTtlMs } : {}),
   log,
 });

@@ -8,6 +8,7 @@
 import { EventType, type Decision, type IdentityKind, type LogEvent } from "../../src/protocol/mod.js";
 import { authorize } from "./authority.js";
 import { namespaceEntity } from "./decide.js";
+import { MEMORY_LOGGED_WRITE_OPS } from "../../src/memory/ops.js";
 import type { CedarAction, Entity, PolicyEngine } from "./policy.js";
 
 export interface ChangedDecision {
@@ -54,7 +55,7 @@ const ACTIONS: Record<string, CedarAction | undefined> = {
   tool: "tool.call",
 };
 const EFFECT_ACTIONS: Record<string, CedarAction> = { llm: "llm.complete", tool: "tool.call" };
-const MEMORY_WRITES: ReadonlySet<string> = new Set(["put", "delete", "append", "erase", "import"]);
+const MEMORY_WRITES = MEMORY_LOGGED_WRITE_OPS;
 
 interface Recorded {
   actor: string;

@@ -15,10 +15,10 @@
  */
 import { ErrorCode, MaxwellError } from "../../src/protocol/mod.js";
 import type { ExportCursor } from "./export.js";
-import { parseNamespace } from "./namespace.js";
-import { SearchMode, parseMemoryArgs } from "./ops.js";
-import { checkKey, checkTime } from "./record.js";
-import { recordView } from "./sealing.js";
+import { parseNamespace } from "../../src/memory/namespace.js";
+import { SearchMode, parseMemoryArgs } from "../../src/memory/ops.js";
+import { checkKey, checkTime } from "../../src/memory/record.js";
+import { recordView } from "../../src/memory/sealing.js";
 import type { MemoryStore } from "./store.js";
 import { searchStore } from "./reads.js";
 

@@ -19,11 +19,11 @@
  * ```
  */
 import { ErrorCode, MaxwellError, decodeMap, joinLabels, type Labels, type LogEvent, type ServiceCall } from "../../src/protocol/mod.js";
-import type { NamespaceKeys } from "./keys.js";
-import { MEMORY_LOGGED_WRITE_OPS, MemoryOp } from "./ops.js";
-import { openMemoryArgs } from "./sealing.js";
+import type { NamespaceKeys } from "../../src/memory/keys.js";
+import { MEMORY_LOGGED_WRITE_OPS, MemoryOp } from "../../src/memory/ops.js";
+import { openMemoryArgs } from "../../src/memory/sealing.js";
 import type { BatchOp, EffectOutcome, EffectWrite, MemoryStore } from "./store.js";
-import type { MemoryValue } from "./record.js";
+import type { MemoryValue } from "../../src/memory/record.js";
 
 /** The fields of a logged memory write the store needs (an `effect.started` event, or a kernel call made into one). */
 export interface MemoryWriteEvent {

@@ -12,8 +12,8 @@
  */
 import type { StoreCore } from "./core.js";
 import { decodeRecordRow, recordKey } from "./layout.js";
-import type { NamespaceId } from "./namespace.js";
-import type { RecordKind } from "./record.js";
+import type { NamespaceId } from "../../src/memory/namespace.js";
+import type { RecordKind } from "../../src/memory/record.js";
 
 export interface CompactionReport {
   /** Expired records removed. */

@@ -39,8 +39,8 @@ import {
   type Posting,
   type RecordRow,
 } from "./layout.js";
-import type { NamespaceId } from "./namespace.js";
-import type { MemoryRecord, RecordKind } from "./record.js";
+import type { NamespaceId } from "../../src/memory/namespace.js";
+import type { MemoryRecord, RecordKind } from "../../src/memory/record.js";
 import { searchableText, termFrequencies } from "./tokenizer.js";
 import { VectorIndex, type LoadedNamespace, type VectorDelta, type VectorRowMeta } from "./vector-index.js";
 

@@ -15,8 +15,8 @@
 import { createHash } from "node:crypto";
 import { visible, type StoreCore } from "./core.js";
 import { STORE_FORMAT, decodeMeta, decodeRecordRow, pack, prefixRange, splitVectorRow, versionKey, type RecordKey } from "./layout.js";
-import { parseNamespace, type NamespaceId } from "./namespace.js";
-import { checkTime } from "./record.js";
+import { parseNamespace, type NamespaceId } from "../../src/memory/namespace.js";
+import { checkTime } from "../../src/memory/record.js";
 
 export interface DigestOptions {
   /** The instant whose visible state is hashed (ms since the epoch). Default: `now()`. */

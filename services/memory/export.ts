@@ -41,7 +41,7 @@
 import { ErrorCode, MaxwellError, decode, encode } from "../../src/protocol/mod.js";
 import { visible, type StoreCore } from "./core.js";
 import { decodeMeta, decodeRecordRow, decodeVectorRow, prefixRange, versionKey, type RecordKey, type RecordRow } from "./layout.js";
-import { parseNamespace, type NamespaceId } from "./namespace.js";
+import { parseNamespace, type NamespaceId } from "../../src/memory/namespace.js";
 import {
   RecordKind,
   checkKey,
@@ -55,7 +55,7 @@ import {
   episodeId,
   parseEpisodeId,
   type MemoryValue,
-} from "./record.js";
+} from "../../src/memory/record.js";
 
 export const EXPORT_FORMAT = "maxwell.memory";
 export const EXPORT_VERSION = 1;

@@ -33,8 +33,8 @@
  * splits in two once it passes {@link POSTING_ROW_MAX}.
  */
 import { Packr } from "msgpackr";
-import type { NamespaceId } from "./namespace.js";
-import type { MemoryRecord, RecordKind } from "./record.js";
+import type { NamespaceId } from "../../src/memory/namespace.js";
+import type { MemoryRecord, RecordKind } from "../../src/memory/record.js";
 
 /** Bump when a stored shape or the tokenizer changes; a store of another format is rebuilt. */
 export const STORE_FORMAT = 2;

@@ -11,7 +11,7 @@ import { ErrorCode, MaxwellError, ServiceName, decodeMap, serviceSubjects, subje
 import { AdminClient } from "../../src/runtime/admin-client.js";
 import { createLogger } from "../../src/runtime/logger.js";
 import { dataLayout, resolveDataDir } from "../../src/runtime/paths.js";
-import { NamespaceKeys } from "./keys.js";
+import { NamespaceKeys } from "../../src/memory/keys.js";
 import { CallClock, MemoryService, serveMemory } from "./service.js";
 import { openMemoryStore, type MemoryStore } from "./store.js";
 

@@ -16,9 +16,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { encode } from "../../src/protocol/mod.js";
 import { rebuildFromLog, type MemoryWriteEvent } from "./apply.js";
-import { NamespaceKeys } from "./keys.js";
-import { parseMemoryArgs } from "./ops.js";
-import { sealMemoryArgs } from "./sealing.js";
+import { NamespaceKeys } from "../../src/memory/keys.js";
+import { parseMemoryArgs } from "../../src/memory/ops.js";
+import { sealMemoryArgs } from "../../src/memory/sealing.js";
 import { openMemoryStore } from "./store.js";
 
 const total = Number(process.argv[2] ?? 100_000);

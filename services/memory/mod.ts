@@ -36,10 +36,10 @@ export type {
   StoreStats,
   WriteContext,
 } from "./store.js";
-export { NamespaceKind, isNamespace, namespaceOf, namespaceParts, parseNamespace } from "./namespace.js";
-export type { NamespaceId } from "./namespace.js";
-export { MemoryLimits, RecordKind, episodeId, parseEpisodeId } from "./record.js";
-export type { MemoryRecord, MemoryValue, Provenance } from "./record.js";
+export { NamespaceKind, isNamespace, namespaceOf, namespaceParts, parseNamespace } from "../../src/memory/namespace.js";
+export type { NamespaceId } from "../../src/memory/namespace.js";
+export { MemoryLimits, RecordKind, episodeId, parseEpisodeId } from "../../src/memory/record.js";
+export type { MemoryRecord, MemoryValue, Provenance } from "../../src/memory/record.js";
 export { RRF_K } from "./search.js";
 export type { ComponentRank, HybridSearchRequest, SearchFilter, SearchHit, TextSearchRequest, VectorSearchRequest } from "./search.js";
 export { BM25 } from "./text-index.js";
@@ -62,7 +62,7 @@ export {
   memoryRules,
   namespacesOf,
   parseMemoryArgs,
-} from "./ops.js";
+} from "../../src/memory/ops.js";
 export type {
   AppendArgs,
   DeleteArgs,
@@ -78,11 +78,11 @@ export type {
   RecordView,
   SearchArgs,
   WrittenView,
-} from "./ops.js";
-export { NamespaceKeys } from "./keys.js";
-export type { SealedBox } from "./keys.js";
-export { openMemoryArgs, openMemoryResult, openRecordView, recordView, sealMemoryArgs } from "./sealing.js";
-export type { SealedAppendArgs, SealedPutArgs } from "./sealing.js";
+} from "../../src/memory/ops.js";
+export { NamespaceKeys } from "../../src/memory/keys.js";
+export type { SealedBox } from "../../src/memory/keys.js";
+export { openMemoryArgs, openMemoryResult, openRecordView, recordView, sealMemoryArgs } from "../../src/memory/sealing.js";
+export type { SealedAppendArgs, SealedPutArgs } from "../../src/memory/sealing.js";
 export { applyLogEvent, applyLogEvents, effectWriteOf, eventOfCall, isMemoryWriteEvent, rebuildFromLog } from "./apply.js";
 export type { LogInput, MemoryWriteEvent, RebuildOptions, RebuildReport } from "./apply.js";
 export { CallClock, MemoryService, serveMemory } from "./service.js";

@@ -4,12 +4,12 @@
  * synchronous, so nothing else runs in between.
  */
 import { joinLabels, type Labels } from "../../src/protocol/mod.js";
-import { MemoryOp, SearchMode, parseMemoryArgs, type MemoryResultByOp, type SearchArgs } from "./ops.js";
-import type { MemoryRecord } from "./record.js";
+import { MemoryOp, SearchMode, parseMemoryArgs, type MemoryResultByOp, type SearchArgs } from "../../src/memory/ops.js";
+import type { MemoryRecord } from "../../src/memory/record.js";
 import type { SearchHit } from "./search.js";
 import type { MemoryStore } from "./store.js";
-import type { NamespaceKeys } from "./keys.js";
-import { recordView } from "./sealing.js";
+import type { NamespaceKeys } from "../../src/memory/keys.js";
+import { recordView } from "../../src/memory/sealing.js";
 
 /** Runs a search over `args.namespaces` (default: the target), which the kernel authorized. */
 export function searchStore(store: MemoryStore, target: string, args: SearchArgs): SearchHit[] {

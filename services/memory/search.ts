@@ -11,7 +11,7 @@
  */
 import { ErrorCode, MaxwellError } from "../../src/protocol/mod.js";
 import { visible, type StoreCore } from "./core.js";
-import { parseNamespace, type NamespaceId } from "./namespace.js";
+import { parseNamespace, type NamespaceId } from "../../src/memory/namespace.js";
 import {
   MemoryLimits,
   checkCount,
@@ -21,7 +21,7 @@ import {
   checkVector,
   type MemoryRecord,
   type RecordKind,
-} from "./record.js";
+} from "../../src/memory/record.js";
 import { bm25, indexedDoc } from "./text-index.js";
 import { tokenize } from "./tokenizer.js";
 import { TopK } from "./top-k.js";

@@ -22,10 +22,10 @@ import type { Logger } from "../../src/runtime/logger.js";
 import type { Msg, NatsConnection, Subscription } from "../../src/transport/connection.js";
 import { answerAdmin } from "./admin.js";
 import { applyLogEvents, eventOfCall, rebuildFromLog, type LogInput, type RebuildReport } from "./apply.js";
-import type { NamespaceKeys } from "./keys.js";
-import { MEMORY_LOGGED_WRITE_OPS, MEMORY_READ_OPS, MemoryOp } from "./ops.js";
+import type { NamespaceKeys } from "../../src/memory/keys.js";
+import { MEMORY_LOGGED_WRITE_OPS, MEMORY_READ_OPS, MemoryOp } from "../../src/memory/ops.js";
 import { answerRead } from "./reads.js";
-import { checkTime } from "./record.js";
+import { checkTime } from "../../src/memory/record.js";
 import type { MemoryStore } from "./store.js";
 
 /**

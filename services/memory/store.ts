@@ -29,7 +29,7 @@ import { StoreCore, visible, type StoreOptions, type WriteTx } from "./core.js";
 import { digest, type DigestOptions } from "./digest.js";
 import { checkImport, exportNamespace, exportPage, importNamespace, type ExportCursor, type ExportPage, type ImportOptions, type ImportSummary } from "./export.js";
 import { decodeEffectRow, decodeRecordRow, encodeEffectRow, pack, prefixRange, recordKey, unpack, type EffectRow, type RecordRow } from "./layout.js";
-import { parseNamespace, type NamespaceId } from "./namespace.js";
+import { parseNamespace, type NamespaceId } from "../../src/memory/namespace.js";
 import {
   RecordKind,
   checkCount,
@@ -48,7 +48,7 @@ import {
   type MemoryRecord,
   type MemoryValue,
   type Provenance,
-} from "./record.js";
+} from "../../src/memory/record.js";
 import {
   searchHybrid,
   searchText,

@@ -7,7 +7,7 @@
  */
 import { POSTING_BYTES, decodeDocRow, forEachPosting, prefixRange, versionKey, type DocRow } from "./layout.js";
 import type { StoreCore } from "./core.js";
-import type { NamespaceId } from "./namespace.js";
+import type { NamespaceId } from "../../src/memory/namespace.js";
 
 /** BM25 parameters (the usual defaults). */
 export const BM25 = { k1: 1.2, b: 0.75 } as const;

@@ -4,7 +4,7 @@
  * lower case, runs of letters, marks and digits, a short English stop-word list, no stemming.
  * Changing any rule here changes what is indexed: bump the store format (layout.ts) with it.
  */
-import type { MemoryValue } from "./record.js";
+import type { MemoryValue } from "../../src/memory/record.js";
 
 /** Longest term kept; longer runs are cut (a 64 KiB base64 blob is not a word). */
 export const MAX_TERM_LENGTH = 64;

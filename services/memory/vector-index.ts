@@ -9,8 +9,8 @@
  * so applying a change twice is harmless.
  */
 import { ErrorCode, MaxwellError } from "../../src/protocol/mod.js";
-import type { NamespaceId } from "./namespace.js";
-import type { RecordKind } from "./record.js";
+import type { NamespaceId } from "../../src/memory/namespace.js";
+import type { RecordKind } from "../../src/memory/record.js";
 import { LITTLE_ENDIAN, bytesFloat32, decodeVectorMeta } from "./layout.js";
 import { LANES, scoresKernel, wasmMemory, type ScoresFn, type WasmMemory } from "./vector-kernel.js";
 

@@ -249,6 +249,8 @@ export class Supervisor {
     s.startedAt = Date.now();
     const proc = spawnService(name, ["--data", this.layout.root, "--nats", this.url], {
       onLog: (line) => appendFileSync(logFile, line + "\n"),
+      // The memory service catches up with the log before it is ready: that can take a while.
+      ...(name === "memory" ? { readyTimeoutMs: 30 * 60_000 } : {}),
       // Only the model gateway may hold a model API key.
       ...(name === "llm" ? {} : { env: withoutModelKeys(process.env), replaceEnv: true }),
     });

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StoreCore, type WriteTx } from "../../services/memory/core.js";
 import { POSTING_ROW, POSTING_ROW_MAX, forEachPosting, prefixRange } from "../../services/memory/layout.js";
-import { parseNamespace } from "../../services/memory/namespace.js";
+import { parseNamespace } from "../../src/memory/namespace.js";
 
 const ns = parseNamespace("shared:postings");
 let root: string;

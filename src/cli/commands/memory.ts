@@ -61,6 +61,20 @@ export function registerMemoryCommand(program: Command, globals: () => GlobalOpt
   const memory = program.command("memory").description("agent memory: list namespaces, read, search, export, and the state digest");
 
   memory
+    .command("erase <namespace>")
+    .description("erase a namespace for good: its key is destroyed, so its content is unreadable everywhere, the log and replay included (the chain still verifies)")
+    .option("--yes", "do it (erasure cannot be undone)")
+    .action(async (namespace: string, opts: { yes?: boolean }) => {
+      try {
+        if (!opts.yes) throw new MaxwellError(ErrorCode.BadRequest, `erasing ${namespace} cannot be undone; add --yes to do it`);
+        const r = await withAdmin(globals, (a) => a.memory<{ seq: number; erasedKey: boolean }>({ op: "erase", namespace }));
+        process.stdout.write(`erased ${namespace}${r.erasedKey ? "" : " (it had no key: nothing was ever written)"} (logged at #${r.seq})\n`);
+      } catch (err) {
+        fail(err);
+      }
+    });
+
+  memory
     .command("ls")
     .description("list memory namespaces with their record counts")
     .option("--json", "print JSON")

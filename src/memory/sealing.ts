@@ -14,7 +14,7 @@
  * const forAgent = openMemoryResult(keys, op, reply.result); // what the agent gets back
  * ```
  */
-import { ErrorCode, MaxwellError } from "../../src/protocol/mod.js";
+import { ErrorCode, MaxwellError } from "../protocol/mod.js";
 import type { NamespaceKeys, SealedBox } from "./keys.js";
 import { MemoryOp, type AppendArgs, type HitView, type PutArgs, type RecordView } from "./ops.js";
 import type { MemoryRecord, MemoryValue } from "./record.js";

@@ -4,7 +4,7 @@
  * MaxwellError naming the field and the limit, so bad input never reaches LMDB and never
  * crashes the service (promise 7).
  */
-import { ErrorCode, MaxwellError, encode, isName } from "../../src/protocol/mod.js";
+import { ErrorCode, MaxwellError, encode, isName } from "../protocol/mod.js";
 import type { NamespaceId } from "./namespace.js";
 
 /** Limits on everything a caller can hand the store. */

@@ -15,7 +15,7 @@
  * for (const ns of namespacesOf("put", "agent:worker-1", args)) authorize("memory.write", ns);
  * ```
  */
-import { ErrorCode, MaxwellError, type Labels } from "../../src/protocol/mod.js";
+import { ErrorCode, MaxwellError, type Labels } from "../protocol/mod.js";
 import { parseNamespace, type NamespaceId } from "./namespace.js";
 import {
   MemoryLimits,

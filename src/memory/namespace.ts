@@ -5,7 +5,7 @@
  * wildcard, dot, whitespace or control character can reach a namespace, an LMDB key, a Cedar
  * entity id or a file name built from it.
  */
-import { ErrorCode, MaxwellError, isName } from "../../src/protocol/mod.js";
+import { ErrorCode, MaxwellError, isName } from "../protocol/mod.js";
 
 declare const brand: unique symbol;
 

@@ -27,7 +27,7 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
 import { appendFileSync, closeSync, existsSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { ErrorCode, MaxwellError, decode, encode } from "../../src/protocol/mod.js";
+import { ErrorCode, MaxwellError, decode, encode } from "../protocol/mod.js";
 import { parseNamespace } from "./namespace.js";
 
 /** A sealed value: base64 of (format byte, 12-byte IV, ciphertext, 16-byte tag) and the id of the key that sealed it. */
