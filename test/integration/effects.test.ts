@@ -14,6 +14,7 @@ import { ErrorCode, EventType, SyscallOp, newScope, subjects, syscallId, type Lo
 import { createLogger } from "../../src/runtime/logger.js";
 import { packageRoot } from "../../src/runtime/paths.js";
 import { SecretStore } from "../../src/runtime/secrets.js";
+import { spawnService, type ServiceProcess } from "../../src/runtime/deployment.js";
 import { connectNats, type NatsConnection } from "../../src/transport/connection.js";
 import { SyscallClient } from "../../src/sdk/syscalls.js";
 import { defineAgent, fence, MaxwellError } from "../../src/sdk/mod.js";
@@ -32,6 +33,7 @@ describe("effects through the kernel: models, tools, secrets", () => {
   let model: OfflineModel;
   let gateway: LlmGateway;
   let tools: ToolService;
+  let memory: ServiceProcess;
   let alice: SyscallClient;
   let carolCreds = "";
   const connections: NatsConnection[] = [];
@@ -70,6 +72,8 @@ permit (principal in Maxwell::Group::"tool-users", action == Maxwell::Action::"m
     model = await startOfflineModel({ apiKey: "offline-test-key" });
     gateway = new LlmGateway({ servers: h.url, creds: h.layout.credsOf("svc-llm"), apiKey: "offline-test-key", baseURL: model.url, timeoutMs: 1500, maxRetries: 1, log: createLogger("llm", "silent") });
     await gateway.start();
+    memory = spawnService("memory", ["--data", h.dir, "--nats", h.url], { readyTimeoutMs: 60_000 });
+    await memory.ready;
     tools = new ToolService({ servers: h.url, creds: h.layout.credsOf("svc-tools"), tools: await builtinTools(loadToolsConfig(h.dir)), log: createLogger("tools", "silent") });
     await tools.start();
     const pinned = await h.admin.toolRegister({ service: "tools" });
@@ -97,7 +101,9 @@ permit (principal in Maxwell::Group::"tool-users", action == Maxwell::Action::"m
             const file = await ctx.tool<{ content: string }>("file-read", { path: "notes/deploy.txt" });
             const answer = await ctx.llm({ model: "maxwell-offline", max_tokens: 100, messages: [{ role: "user", content: `What is in here?\n${fence(file.result.content, "file-read")}` }] });
             await ctx.send("listener", { seen: file.result.content, model: answer.message.content });
-            return file.result.content;
+            await ctx.memory("agent:worker", "put", { key: "deploy-notes", value: file.result.content });
+            const remembered = await ctx.memory<{ record: { value: string } }>("agent:worker", "get", { key: "deploy-notes" });
+            return `${file.result.content}\n---\n${remembered.result.record.value}`;
           }
           case "overload":
           case "timeout":
@@ -131,6 +137,10 @@ permit (principal in Maxwell::Group::"tool-users", action == Maxwell::Action::"m
   afterAll(async () => {
     for (const nc of connections) await nc.close();
     await tools?.stop(0);
+    if (memory && memory.child.exitCode === null) {
+      memory.child.kill("SIGTERM");
+      await memory.exited;
+    }
     await gateway?.stop(0);
     await model?.close();
     await h?.close();
@@ -164,7 +174,7 @@ permit (principal in Maxwell::Group::"tool-users", action == Maxwell::Action::"m
     expect((outcomes.get("fetch") as { message: string }).message).toMatch(/example\.com/);
   });
 
-  it("never lets a canary secret reach a delivery, a model prompt or the log: it is redacted at the first result", async () => {
+  it("never lets a canary secret reach a delivery, a model prompt, a memory record or the log: it is redacted at the first result", async () => {
     await send("worker", { tag: "canary" });
     await until(() => outcomes.has("canary") && delivered.length > 0, "the canary run");
     expect(String(outcomes.get("canary"))).toMatch(/\[REDACTED:secret\]/);
@@ -177,6 +187,9 @@ permit (principal in Maxwell::Group::"tool-users", action == Maxwell::Action::"m
       for await (const e of h.admin.entries(1)) raw.push(Buffer.from(e.data).toString("latin1"));
       expect(raw.join("\n")).not.toContain(forbidden);
     }
+    const stored = await h.admin.memory<{ lines: string[] }>({ op: "export", namespace: "agent:worker" });
+    expect(JSON.stringify(stored)).toContain("deploy notes");
+    for (const forbidden of [CANARY, AWS_SHAPED]) expect(JSON.stringify(stored)).not.toContain(forbidden);
     const read = (await events()).find((e) => e.type === EventType.EffectCompleted && e.target === "file-read" && !e.error && (e.redactions ?? 0) > 0);
     expect(read).toMatchObject({ redactions: 2 });
   });
