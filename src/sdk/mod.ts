@@ -21,6 +21,8 @@ export { runAgent } from "./runner.js";
 export type { RunOptions, RunningAgent } from "./runner.js";
 export { main } from "./main.js";
 export { fence } from "./spotlight.js";
+export { LeftOutReason, MEMORY_HEADING, TRUNCATION_MARK, assembleContext, estimateTokens, renderMemory } from "./context.js";
+export type { AssembledContext, ContextMessage, ContextOptions, IncludedItem, LeftOutItem, TextBlock, WorkingItem } from "./context.js";
 export type { EffectResult, LlmResponse } from "./agent.js";
 export { ErrorCode, MaxwellError } from "../protocol/errors.js";
 export type { WireError } from "../protocol/errors.js";
