@@ -2,9 +2,10 @@
  * Maxwell's benchmark: `npm run bench`. One run, on this machine, in a temp data dir: a real
  * embedded nats-server, the built kernel as its own process, two registered agents run in this
  * process with their own credentials. Measures the floor (raw NATS and JetStream), the same
- * traffic through the kernel, and the policy decision point; prints a table against the targets
- * and writes bench/results.json. Stops by itself (every loop is bounded by a count and a time
- * budget) and removes its processes and temp dir.
+ * traffic through the kernel, the policy decision point, and memory (bench/memory.ts: the memory
+ * service through the kernel against raw LMDB, search latency, rebuild rate); prints a table
+ * against the targets and writes bench/results.json. Stops by itself (every loop is bounded by a
+ * count and a time budget) and removes its processes and temp dir.
  */
 import { measureReplay } from "./replay.js";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -16,6 +17,7 @@ import { spawnService, startEmbedded, type EmbeddedServer, type ServiceProcess }
 import { createLogger } from "../src/runtime/logger.js";
 import { CpuMeter, type CpuShare } from "./cpu.js";
 import { measureKernel, type KernelResults } from "./kernel-mediated.js";
+import { MEMORY_TARGETS, measureMemory, memoryRows } from "./memory.js";
 import { measurePolicy, type PolicyResults } from "./policy.js";
 import { measureRaw, type RawResults } from "./raw.js";
 import { renderTable, type Row } from "./table.js";
@@ -33,6 +35,8 @@ interface Deployment {
   dir: string;
   embedded?: EmbeddedServer;
   kernel?: ServiceProcess;
+  /** The memory service, while the memory figures are measured (bench/memory.ts stops it itself). */
+  memory?: ServiceProcess;
   admin?: AdminClient;
   kernelWarnings: string[];
   causationRejections: number;
@@ -59,6 +63,11 @@ function kernelEnv(): NodeJS.ProcessEnv {
 
 async function teardown(d: Deployment): Promise<void> {
   await d.admin?.close().catch(() => undefined);
+  const m = d.memory;
+  if (m && m.child.exitCode === null && m.child.signalCode === null) {
+    m.child.kill("SIGKILL");
+    await m.exited;
+  }
   const k = d.kernel;
   if (k && k.child.exitCode === null && k.child.signalCode === null) {
     k.child.kill("SIGTERM");
@@ -239,7 +248,17 @@ async function main(): Promise<void> {
     say("state rebuild: fold the whole log into a fresh kernel state and compare digests with the live one");
     const stateReplay = await d.admin.replayState();
     const agentReplay = await measureReplay(say);
+    const memory = await measureMemory(say, {
+      url,
+      dir: d.dir,
+      admin: d.admin,
+      log: createLogger("bench", "silent"),
+      onService: (service) => {
+        d.memory = service;
+      },
+    });
     const { rows: table, ratios } = rows(raw, kernel, policy);
+    const memoryTable = memoryRows(memory, kernel.requestReply.latency.p50);
     table.push(
       { section: "replay and audit" },
       {
@@ -258,6 +277,7 @@ async function main(): Promise<void> {
         pass: stateReplay.eventsPerSec >= 100_000,
       },
       { name: "  rebuilt state digest equals live", value: stateReplay.identical ? 1 : 0, unit: "bool" },
+      ...memoryTable.rows,
     );
     const cpuList = cpus();
     const machine = {
@@ -288,14 +308,15 @@ async function main(): Promise<void> {
         {
           timestamp: new Date().toISOString(),
           machine,
-          targets: TARGETS,
-          ratios,
+          targets: { ...TARGETS, memory: MEMORY_TARGETS },
+          ratios: { ...ratios, ...memoryTable.ratios },
           table: table.filter((r) => r.name !== undefined),
           raw,
           kernel,
           policy,
           agentReplay,
           stateReplay: { events: stateReplay.events, ms: stateReplay.ms, eventsPerSec: stateReplay.eventsPerSec, identical: stateReplay.identical },
+          memory,
           kernelWarnings: d.kernelWarnings.slice(0, 20),
           durationMs: Math.round(performance.now() - started),
         },
