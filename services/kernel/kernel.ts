@@ -164,6 +164,8 @@ export class Kernel {
   private deliverer!: Deliverer;
   private effects!: EffectRunner;
   private readonly approvalTimers = new Map<EventId, NodeJS.Timeout>();
+  /** Held actions whose decision (a human's, or the expiry) is being written. */
+  private readonly deciding = new Set<EventId>();
   private js!: JetStreamClient;
   private readonly startedAt = Date.now();
   private stopping = false;
@@ -435,6 +437,11 @@ export class Kernel {
       }
       this.answering.add(event.inReplyTo);
     }
+    if (event.type === EventType.ApprovalDecided) {
+      // One decision at a time per held action: a second (or the expiry) must see the first's result.
+      if (this.deciding.has(event.approval)) return reject(new MaxwellError(ErrorCode.Conflict, `held action ${event.approval} is being decided right now`));
+      this.deciding.add(event.approval);
+    }
     const recording = span?.isRecording() ?? false;
     if (recording && span) {
       if ("decision" in event) {
@@ -466,6 +473,7 @@ export class Kernel {
     } finally {
       if (outcome.charge) this.state.budgets.release(outcome.charge);
       if (event.type === EventType.Reply) this.answering.delete(event.inReplyTo);
+      if (event.type === EventType.ApprovalDecided) this.deciding.delete(event.approval);
     }
   }
 
@@ -524,6 +532,12 @@ export class Kernel {
     const fire = (): void => {
       this.approvalTimers.delete(id);
       if (this.stopping || this.state.approvals.get(id)?.status !== "pending") return;
+      if (this.deciding.has(id)) {
+        // A human's decision is being written: look again once it is.
+        this.armApproval(id, Date.now() + 500);
+        return;
+      }
+      this.deciding.add(id);
       const eventId = newEventId();
       void this.appender
         .append(subjects.logApproval(this.state.approvals.get(id)?.actor ?? "kernel"), `kernel:expire.${id}`, () => ({
@@ -537,7 +551,8 @@ export class Kernel {
           reason: "expired: no one decided in time",
         }))
         .then(() => this.opts.log.warn({ approval: id }, "held action expired (denied)"))
-        .catch((err: unknown) => this.opts.log.error({ err: String(err), approval: id }, "could not record an approval's expiry"));
+        .catch((err: unknown) => this.opts.log.error({ err: String(err), approval: id }, "could not record an approval's expiry"))
+        .finally(() => this.deciding.delete(id));
     };
     const timer = setTimeout(fire, Math.max(0, expiresAt - Date.now()));
     timer.unref();

@@ -92,8 +92,10 @@ function checkFraction(value: unknown, field: string): void {
  * Checks a `complete` call's arguments and returns the request to send. `model` may be left out
  * of `args` when the call's target names it; when both are given they must agree.
  */
-export function parseCompleteArgs(args: unknown, target: string | undefined): MessageCreateParamsNonStreaming {
-  if (!isObject(args)) throw new MaxwellError(ErrorCode.BadRequest, "llm call: args must be a map of Messages API parameters");
+export function parseCompleteArgs(given: unknown, target: string | undefined): MessageCreateParamsNonStreaming {
+  if (!isObject(given)) throw new MaxwellError(ErrorCode.BadRequest, "llm call: args must be a map of Messages API parameters");
+  // A field left unset (undefined travels as nil) is absent, not a null value to check.
+  const args = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== null && v !== undefined));
   for (const key of Object.keys(args)) {
     if (!allowed.has(key)) {
       const why = key === "stream" ? "is set by the gateway (it always streams)" : `is not a parameter the gateway passes (allowed: ${ALLOWED.join(", ")})`;

@@ -65,7 +65,7 @@ describe("governance: budgets, holds and labels", () => {
   const recording = (work: Parameters<typeof recordingAgent>[1]) => recordingAgent(outcomes, work);
 
   beforeAll(async () => {
-    h = await startHarness({ policies: POLICIES, kernelArgs: ["--approval-ttl-ms", "20000"] });
+    h = await startHarness({ policies: POLICIES, kernelArgs: ["--approval-ttl-ms", "45000"] });
     model = await startOfflineModel({ apiKey: "offline-test-key" });
     gateway = new LlmGateway({ servers: h.url, creds: h.layout.credsOf("svc-llm"), apiKey: "offline-test-key", baseURL: model.url, log: createLogger("llm", "silent") });
     await gateway.start();
@@ -246,7 +246,11 @@ describe("governance: budgets, holds and labels", () => {
 
       const carol = principals.get("carol") as SyscallClient;
       await carol.call(SyscallOp.Approve, { id: syscallId(`t-${newScope()}`, 0), body: { approval: approvalId, digest, verdict: "approve", reason: "planned maintenance" } });
-      await until(() => outcomes.has("drop"), "the approved drop to run and answer the agent", 40_000);
+      await until(() => outcomes.has("drop"), "the approved drop to run and answer the agent", 40_000).catch((err: unknown) => {
+        // Say what the kernel did, so a failure here can be diagnosed from the CI output alone.
+        process.stderr.write(`kernel log (approvals and effects):\n${h.kernelLog.filter((l) => /approv|held|effect|release|expired|syscall/.test(l)).slice(-40).join("\n")}\n`);
+        throw err;
+      });
       expect(outcomes.get("drop")).toEqual({ dropped: "prod" });
       expect(tools.calls.filter((c) => c.target === "db-drop")).toHaveLength(1);
 
@@ -262,11 +266,11 @@ describe("governance: budgets, holds and labels", () => {
 
     it("denies a held action nobody decides in time", async () => {
       await send("alice", "ops", { tag: "drop-late", table: "staging" });
-      await until(() => outcomes.has("drop-late"), "the held drop to expire", 40_000);
+      await until(() => outcomes.has("drop-late"), "the held drop to expire", 70_000);
       expect(outcomes.get("drop-late")).toMatchObject({ error: ErrorCode.Forbidden });
       expect((outcomes.get("drop-late") as { message: string }).message).toMatch(/expired/);
       expect(tools.calls.some((c) => c.target === "db-drop" && (c.args as { table: string }).table === "staging")).toBe(false);
-    }, 60_000);
+    }, 90_000);
 
     it("budgets approvals: an agent cannot flood a human with them", async () => {
       const flooder = await h.register("flooder", "agent", ["tool-users"]);
@@ -283,7 +287,12 @@ describe("governance: budgets, holds and labels", () => {
       await send("alice", "flooder", { tag: "flood" });
       await until(() => outcomes.has("flood"), "the flood");
       expect(outcomes.get("flood")).toBe(ErrorCode.BudgetExceeded);
-      expect((await h.admin.approvals()).filter((a) => a.actor === "flooder")).toHaveLength(2);
+      const waiting = (await h.admin.approvals()).filter((a) => a.actor === "flooder");
+      expect(waiting).toHaveLength(2);
+      // Refuse them, so the flooder's handler finishes.
+      const carol = principals.get("carol") as SyscallClient;
+      for (const a of waiting) await carol.call(SyscallOp.Approve, { id: syscallId(`t-${newScope()}`, 0), body: { approval: a.id, digest: a.digest, verdict: "deny" } });
+      expect((await h.admin.approvals()).filter((a) => a.actor === "flooder")).toHaveLength(0);
     });
   });
 

@@ -80,3 +80,11 @@ describe("llm call arguments", () => {
     expect(refusal({ ...base, stream: true }).message).toContain("always streams");
   });
 });
+
+describe("unset fields", () => {
+  it("treats a field left unset (nil on the wire) as absent", () => {
+    const parsed = parseCompleteArgs({ max_tokens: 10, messages: [{ role: "user", content: "hi" }], system: null, temperature: undefined }, "maxwell-offline") as unknown as Record<string, unknown>;
+    expect("system" in parsed).toBe(false);
+    expect("temperature" in parsed).toBe(false);
+  });
+});
