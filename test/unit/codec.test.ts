@@ -4,17 +4,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { decode, decodeMap, encode } from "../../src/protocol/codec.js";
-import { MaxwellError } from "../../src/protocol/errors.js";
-
-function refusal(f: () => unknown): MaxwellError {
-  try {
-    f();
-  } catch (err) {
-    expect(err).toBeInstanceOf(MaxwellError);
-    return err as MaxwellError;
-  }
-  throw new Error("expected a MaxwellError, but nothing was thrown");
-}
+import { refusal } from "../support/refusal.js";
 
 describe("codec", () => {
   it("round-trips a map with nested values", () => {

@@ -5,8 +5,8 @@
  */
 import { readFileSync } from "node:fs";
 import { beforeEach, describe, expect, it } from "vitest";
-import { MaxwellError } from "../../src/protocol/errors.js";
 import { PolicyEngine, type DecisionRequest, type Entity } from "../../services/kernel/policy.js";
+import { refusal } from "../support/refusal.js";
 
 const DEFAULTS = readFileSync(new URL("../../services/kernel/default-policies.cedar", import.meta.url), "utf8");
 
@@ -17,16 +17,6 @@ const loner: Entity = { type: "Agent", name: "loner", groups: [] };
 
 function ask(actor: Entity, resource: Entity, extra: Partial<DecisionRequest> = {}): DecisionRequest {
   return { actor, action: "message.send", resource, principal: actor.name, depth: 0, labels: [], at: Date.UTC(2026, 0, 1, 12), ...extra };
-}
-
-function refusal(f: () => unknown): MaxwellError {
-  try {
-    f();
-  } catch (err) {
-    expect(err).toBeInstanceOf(MaxwellError);
-    return err as MaxwellError;
-  }
-  throw new Error("expected the policy set to be refused");
 }
 
 const OVERFLOW_GUARD = `

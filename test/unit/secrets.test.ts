@@ -7,23 +7,13 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { MaxwellError } from "../../src/protocol/errors.js";
 import { SecretStore, secretStorePaths } from "../../src/runtime/secrets.js";
+import { refusal } from "../support/refusal.js";
 
 const root = mkdtempSync(join(tmpdir(), "maxwell-secrets-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 let n = 0;
 const freshDir = (): string => join(root, `data-${++n}`);
-
-function refusal(f: () => unknown): MaxwellError {
-  try {
-    f();
-  } catch (err) {
-    expect(err).toBeInstanceOf(MaxwellError);
-    return err as MaxwellError;
-  }
-  throw new Error("expected a MaxwellError, but nothing was thrown");
-}
 
 describe("secret store", () => {
   it("round-trips values by name, across store instances", () => {

@@ -4,19 +4,9 @@
  * failing field.
  */
 import { describe, expect, it } from "vitest";
-import { MaxwellError } from "../../src/protocol/errors.js";
 import { canonicalJson, compileArgsValidator, compileResultValidator, manifestHash, validateManifest } from "../../src/protocol/manifest.js";
 import type { ToolManifest } from "../../src/protocol/services.js";
-
-function refusal(f: () => unknown): MaxwellError {
-  try {
-    f();
-  } catch (err) {
-    expect(err).toBeInstanceOf(MaxwellError);
-    return err as MaxwellError;
-  }
-  throw new Error("expected a MaxwellError, but nothing was thrown");
-}
+import { refusal } from "../support/refusal.js";
 
 const manifest = (): ToolManifest => ({
   name: "file-read",
