@@ -48,6 +48,8 @@ import type { KernelState, OpenEffect } from "./state.js";
 const SERVICE_TIMEOUT_MS: Record<string, number> = { llm: 300_000, tools: 60_000, memory: 15_000 };
 /** Memory operations that change the store (applied again, idempotently, after a kernel crash). */
 const MEMORY_WRITES: ReadonlySet<string> = MEMORY_LOGGED_WRITE_OPS;
+/** Largest export one logged import may carry (a log entry must fit a NATS message). */
+const MAX_IMPORT_BYTES = 600 * 1024;
 
 export interface EffectRunnerOptions {
   nc: NatsConnection;
@@ -239,9 +241,44 @@ export class EffectRunner {
    * erasure is logged and the memory service drops the namespace.
    */
   async eraseNamespace(namespace: string, policySet: string): Promise<{ seq: number; erasedKey: boolean }> {
-    if (!this.memoryKeys) throw new MaxwellError(ErrorCode.Unavailable, "this kernel has no data directory, so it holds no memory keys to erase");
+    const keys = this.keysOrRefuse();
     const ns = parseNamespace(namespace);
-    const erasedKey = this.memoryKeys.erase(ns);
+    const erasedKey = keys.erase(ns);
+    const { started, completed } = await this.operatorEffect("erase", ns, {}, policySet);
+    if (completed.error) this.opts.log.warn({ namespace: ns, err: completed.error.message }, "memory service did not drop the erased namespace now; it will when it catches up with the log");
+    this.opts.log.warn({ namespace: ns, erasedKey }, "memory namespace erased");
+    return { seq: started.seq, erasedKey };
+  }
+
+  /**
+   * An operator imports an export into an empty namespace: checked by the memory service first
+   * (nothing bad reaches the log), then logged with its lines sealed under the namespace key
+   * (so an import is as erasable as any write), then applied.
+   */
+  async importNamespace(namespace: string, lines: unknown, policySet: string): Promise<{ seq: number; records: number }> {
+    const keys = this.keysOrRefuse();
+    const ns = parseNamespace(namespace);
+    if (!Array.isArray(lines) || !lines.every((l) => typeof l === "string")) throw new MaxwellError(ErrorCode.BadRequest, "import needs 'lines': the export's JSON lines");
+    const size = lines.reduce((n, l: string) => n + l.length + 1, 0);
+    if (size > MAX_IMPORT_BYTES) throw new MaxwellError(ErrorCode.BadRequest, `the export is ${size} bytes, over the ${MAX_IMPORT_BYTES}-byte limit of one logged import: split it (keep the header line at the top of each part)`);
+    const check = decodeMap(
+      await requestRaw(this.opts.nc, serviceSubjects.call(ServiceName.Memory, "admin"), encode({ effect: newEventId(), seq: 0, at: Date.now(), op: "admin", actor: "admin", principal: "admin", trace: newTraceId(), target: ns, args: { op: "import-check", lines, namespace: ns }, labels: [], deadline: Date.now() + 30_000 }), { timeoutMs: 30_000 }),
+    ) as unknown as ServiceReply;
+    if (!check.ok) throw MaxwellError.fromWire(check.error);
+    const { started, completed } = await this.operatorEffect("import", ns, { sealed: keys.seal(ns, lines), lines: lines.length }, policySet);
+    if (completed.error) throw MaxwellError.fromWire(completed.error);
+    const records = (completed.result as { records?: number } | undefined)?.records ?? 0;
+    this.opts.log.info({ namespace: ns, records, seq: started.seq }, "memory namespace imported");
+    return { seq: started.seq, records };
+  }
+
+  private keysOrRefuse(): NamespaceKeys {
+    if (!this.memoryKeys) throw new MaxwellError(ErrorCode.Unavailable, "this kernel has no data directory, so it holds no memory keys");
+    return this.memoryKeys;
+  }
+
+  /** Logs and carries out a memory operation an operator asked for (not an agent's syscall). */
+  private async operatorEffect(op: "erase" | "import", ns: string, args: unknown, policySet: string): Promise<{ started: EffectStartedEvent; completed: EffectCompletedEvent }> {
     const id = newEventId();
     const event: PendingOf<EffectStartedEvent> = {
       v: EVENT_VERSION,
@@ -250,22 +287,20 @@ export class EffectRunner {
       type: EventType.EffectStarted,
       actor: "kernel",
       principal: "admin",
-      syscall: `erase.${id}:0` as EffectStartedEvent["syscall"],
+      syscall: `${op}.${id}:0` as EffectStartedEvent["syscall"],
       trace: newTraceId(),
       depth: 0,
       kind: "mem",
-      op: "erase",
+      op,
       target: ns,
-      args: {},
-      decision: { effect: "allow", policies: ["kernel:operator-erase"], policySet },
+      args,
+      decision: { effect: "allow", policies: [`kernel:operator-${op}`], policySet },
       labels: [],
     };
-    const started = await this.opts.appender.append(subjects.logEffect("kernel"), `kernel:erase.${id}`, () => event);
-    if (started.type !== EventType.EffectStarted) throw new MaxwellError(ErrorCode.Internal, "the erasure was not recorded as expected");
-    const completed = await this.complete(started, { service: ServiceName.Memory, op: "erase" }, undefined);
-    if (completed.error) this.opts.log.warn({ namespace: ns, err: completed.error.message }, "memory service did not drop the erased namespace now; it will when it catches up with the log");
-    this.opts.log.warn({ namespace: ns, erasedKey }, "memory namespace erased");
-    return { seq: started.seq, erasedKey };
+    const started = await this.opts.appender.append(subjects.logEffect("kernel"), `kernel:${op}.${id}`, () => event);
+    if (started.type !== EventType.EffectStarted) throw new MaxwellError(ErrorCode.Internal, `the ${op} was not recorded as expected`);
+    const completed = await this.complete(started, { service: ServiceName.Memory, op }, undefined);
+    return { started, completed };
   }
 
   /**

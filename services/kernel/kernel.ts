@@ -906,6 +906,11 @@ export class Kernel {
 
   /** Memory for people: erasure is the kernel's (it holds the keys); the rest goes to the memory service. */
   private async memoryAdmin(body: Record<string, unknown>): Promise<AdminReply<unknown>> {
+    if (body["op"] === "import") {
+      const run = this.adminWrites.then(() => this.effects.importNamespace(String(body["namespace"]), body["lines"], this.policy.policySet.hash));
+      this.adminWrites = run.catch(() => undefined);
+      return { ok: true, result: await run };
+    }
     if (body["op"] === "erase") {
       const run = this.adminWrites.then(() => this.effects.eraseNamespace(String(body["namespace"]), this.policy.policySet.hash));
       this.adminWrites = run.catch(() => undefined);

@@ -19,7 +19,7 @@
  * ```
  */
 import { ErrorCode, MaxwellError, decodeMap, joinLabels, type Labels, type LogEvent, type ServiceCall } from "../../src/protocol/mod.js";
-import type { NamespaceKeys } from "../../src/memory/keys.js";
+import type { NamespaceKeys, SealedBox } from "../../src/memory/keys.js";
 import { MEMORY_LOGGED_WRITE_OPS, MemoryOp } from "../../src/memory/ops.js";
 import { openMemoryArgs } from "../../src/memory/sealing.js";
 import type { BatchOp, EffectOutcome, EffectWrite, MemoryStore } from "./store.js";
@@ -84,6 +84,14 @@ export function effectWriteOf(keys: NamespaceKeys, e: MemoryWriteEvent): EffectW
       // The kernel destroyed the key before logging this; drop what this process still caches.
       keys.forget(e.target);
       return { ...base, write: { op: "erase", namespace: e.target } };
+    }
+    if (e.op === MemoryOp.Import) {
+      // An operator's import: the export's lines, sealed under the namespace key like any value.
+      const sealed = (e.args as { sealed?: SealedBox } | null)?.sealed;
+      if (!sealed) throw new MaxwellError(ErrorCode.BadRequest, "import: the logged args hold no sealed lines");
+      const lines = keys.open(e.target, sealed) as unknown;
+      if (!Array.isArray(lines) || !lines.every((l) => typeof l === "string")) throw new MaxwellError(ErrorCode.BadRequest, "import: the sealed lines are not a list of strings");
+      return { ...base, write: { op: "import", namespace: e.target, lines } };
     }
     const args = openMemoryArgs(keys, e.op, e.target, e.args);
     if (typeof args !== "object" || args === null) throw new MaxwellError(ErrorCode.BadRequest, `${e.op}: expected an object of arguments`);

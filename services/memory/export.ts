@@ -39,7 +39,7 @@
  * line, writing nothing, and refuses to import into a namespace that holds records.
  */
 import { ErrorCode, MaxwellError, decode, encode } from "../../src/protocol/mod.js";
-import { visible, type StoreCore } from "./core.js";
+import { visible, type StoreCore, type WriteTx } from "./core.js";
 import { decodeMeta, decodeRecordRow, decodeVectorRow, prefixRange, versionKey, type RecordKey, type RecordRow } from "./layout.js";
 import { parseNamespace, type NamespaceId } from "../../src/memory/namespace.js";
 import {
@@ -345,20 +345,40 @@ export async function importNamespace(
   const { header, records } = await parseExport(input);
   const ns = opts.namespace === undefined ? header.namespace : parseNamespace(opts.namespace);
   const seq = opts.seq === undefined ? undefined : positiveInteger(opts.seq, "seq", true);
-  const { revision, dimension } = header;
 
-  const finalRevision = await core.write((tx) => {
+  const plan = importPlan(core, { header, records }, ns);
+  const result = await core.write((tx) => {
+    const r = plan(tx);
+    tx.appliedSeq = seq;
+    return r;
+  });
+  return result;
+}
+
+/** An export parsed and checked, ready to be written (by {@link importPlan}). */
+export type ParsedImport = ParsedExport;
+
+/** Parses and checks an export without writing anything. */
+export function parseImport(input: string | Iterable<string> | AsyncIterable<string>): Promise<ParsedImport> {
+  return parseExport(input);
+}
+
+/**
+ * The write of an import into `ns`, to run inside a store commit: refused (conflict) when the
+ * namespace holds records, otherwise every record with its versions, times and provenance.
+ */
+export function importPlan(core: StoreCore, parsed: ParsedImport, ns: NamespaceId): (tx: WriteTx) => ImportSummary {
+  const { header, records } = parsed;
+  return (tx) => {
     for (const _ of core.tables.records.getKeys({ ...prefixRange(ns), limit: 1 })) {
       throw new MaxwellError(ErrorCode.Conflict, `namespace ${ns} holds records; erase it before importing into it`, { detail: { namespace: ns } });
     }
     tx.deltas.push({ op: "drop", ns });
     const meta = tx.meta(ns);
-    meta.revision = Math.max(meta.revision, revision);
-    if (dimension === undefined) delete meta.dimension;
-    else meta.dimension = dimension;
+    meta.revision = Math.max(meta.revision, header.revision);
+    if (header.dimension === undefined) delete meta.dimension;
+    else meta.dimension = header.dimension;
     for (const record of records) core.insert(tx, ns, record.kind, record.key, record.row, record.vector);
-    tx.appliedSeq = seq;
-    return meta.revision;
-  });
-  return { namespace: ns, records: records.length, revision: finalRevision };
+    return { namespace: ns, records: records.length, revision: meta.revision };
+  };
 }

@@ -27,7 +27,7 @@ import { ErrorCode, MaxwellError, type WireError } from "../../src/protocol/mod.
 import { compact, type CompactionReport } from "./compaction.js";
 import { StoreCore, visible, type StoreOptions, type WriteTx } from "./core.js";
 import { digest, type DigestOptions } from "./digest.js";
-import { checkImport, exportNamespace, exportPage, importNamespace, type ExportCursor, type ExportPage, type ImportOptions, type ImportSummary } from "./export.js";
+import { checkImport, exportNamespace, exportPage, importNamespace, importPlan, parseImport, type ExportCursor, type ExportPage, type ImportOptions, type ImportSummary, type ParsedImport } from "./export.js";
 import { decodeEffectRow, decodeRecordRow, encodeEffectRow, pack, prefixRange, recordKey, unpack, type EffectRow, type RecordRow } from "./layout.js";
 import { parseNamespace, type NamespaceId } from "../../src/memory/namespace.js";
 import {
@@ -216,7 +216,7 @@ export interface EffectWrite {
   /** The operation as logged: put, append, delete or erase. */
   op: string;
   namespace: string;
-  write: BatchOp | { op: "erase"; namespace: string } | { error: MaxwellError };
+  write: BatchOp | { op: "erase"; namespace: string } | { op: "import"; namespace: string; lines: string[] } | { error: MaxwellError };
 }
 
 /** What applying one logged write did. */
@@ -592,6 +592,12 @@ class MemoryStoreImpl implements MemoryStore {
   async applyEffects(effects: readonly EffectWrite[], opts: { resumeSeq?: number } = {}): Promise<EffectOutcome[]> {
     if (!Array.isArray(effects)) throw new MaxwellError(ErrorCode.BadRequest, "invalid effects: expected an array");
     const resume = checkSeq(opts.resumeSeq);
+    // Imports are parsed (asynchronously) before the commit, like every other validation.
+    const imports = new Map<EffectWrite, ParsedImport | MaxwellError>();
+    for (const e of effects) {
+      const w = e.write;
+      if ("op" in w && w.op === "import") imports.set(e, await parseImport(w.lines).catch((err: unknown) => MaxwellError.from(err, ErrorCode.BadRequest)));
+    }
     // Validation happens here, outside the commit; a write that fails it is a refusal like any other.
     const plans = effects.map((e) => {
       const seq = checkSeq(e.seq) ?? 0;
@@ -607,6 +613,11 @@ class MemoryStoreImpl implements MemoryStore {
             return { e, seq, plan: this.planDelete({ ...w, seq: undefined }) as (tx: WriteTx) => unknown };
           case "erase":
             return { e, seq, plan: this.planErase(w.namespace) as (tx: WriteTx) => unknown };
+          case "import": {
+            const parsed = imports.get(e);
+            if (parsed === undefined || parsed instanceof MaxwellError) throw parsed ?? new MaxwellError(ErrorCode.BadRequest, "import: nothing to import");
+            return { e, seq, plan: importPlan(this.core, parsed, parseNamespace(w.namespace)) as (tx: WriteTx) => unknown };
+          }
           default:
             throw new MaxwellError(ErrorCode.BadRequest, `unknown write ${JSON.stringify((w as { op: unknown }).op)}`);
         }

@@ -44,6 +44,8 @@ export const MemoryOp = {
   Search: "search",
   /** Operator erasure of a namespace, logged by the kernel after it destroyed the namespace key. */
   Erase: "erase",
+  /** Operator import of an export into an empty namespace, logged by the kernel (sealed). */
+  Import: "import",
   /** Operator requests (`maxwell memory ...`), forwarded by the kernel from `mx.admin.memory`; never logged. */
   Admin: "admin",
 } as const;
@@ -54,7 +56,7 @@ export const MEMORY_WRITE_OPS: ReadonlySet<string> = new Set<string>([MemoryOp.P
 /** Agent operations that read: `memory.read` on every namespace {@link namespacesOf} names. */
 export const MEMORY_READ_OPS: ReadonlySet<string> = new Set<string>([MemoryOp.Get, MemoryOp.Range, MemoryOp.List, MemoryOp.Search]);
 /** Logged operations the store applies (live and on a rebuild): the writes and `erase`. */
-export const MEMORY_LOGGED_WRITE_OPS: ReadonlySet<string> = new Set<string>([...MEMORY_WRITE_OPS, MemoryOp.Erase]);
+export const MEMORY_LOGGED_WRITE_OPS: ReadonlySet<string> = new Set<string>([...MEMORY_WRITE_OPS, MemoryOp.Erase, MemoryOp.Import]);
 
 /** Most namespaces one search may read. */
 export const MAX_SEARCH_NAMESPACES = 64;

@@ -144,6 +144,29 @@ describe("memory through the kernel", () => {
     expect(rebuilt.appliedSeq).toBe(live.appliedSeq);
   });
 
+  it("round-trips an export through a logged import: every record with its provenance, sealed in the log, rebuilt the same", async () => {
+    const exported = await h.admin.memory<{ lines: string[]; next?: unknown }>({ op: "export", namespace: "agent:writer" });
+    expect(exported.next).toBeUndefined();
+    const result = await h.admin.memory<{ seq: number; records: number }>({ op: "import", namespace: "shared:restored", lines: exported.lines });
+    expect(result.records).toBe(exported.lines.length - 1);
+    const original = await h.admin.memory<{ record: { value: unknown; provenance: unknown; version: number } }>({ op: "get", namespace: "agent:writer", key: "note" });
+    const restored = await h.admin.memory<{ record: { value: unknown; provenance: unknown; version: number } }>({ op: "get", namespace: "shared:restored", key: "note" });
+    expect(restored.record).toMatchObject({ value: original.record.value, provenance: original.record.provenance, version: original.record.version });
+    const again = await h.admin.memory({ op: "import", namespace: "shared:restored", lines: exported.lines }).catch((err: unknown) => err);
+    expect((again as { code?: string }).code).toBe(ErrorCode.Conflict);
+    const bad = await h.admin.memory({ op: "import", namespace: "shared:broken", lines: ["not json"] }).catch((err: unknown) => err);
+    expect((bad as { code?: string }).code).toBe(ErrorCode.BadRequest);
+    const raw: string[] = [];
+    for await (const e of h.admin.entries(1)) raw.push(Buffer.from(e.data).toString("latin1"));
+    expect(raw.join("\n")).not.toContain(SECRET_NOTE);
+    // The refused second import is in the log too, with its refusal as the outcome; the bad one never got there.
+    const log = await logEvents(h);
+    const imports = log.filter((e) => e.type === EventType.EffectStarted && e.op === "import");
+    expect(imports.map((e) => (e as { target: string }).target)).toEqual(["shared:restored", "shared:restored"]);
+    const outcomes = log.filter((e) => e.type === EventType.EffectCompleted && e.op === "import");
+    expect(outcomes.map((e) => (e as { error?: { code: string } }).error?.code)).toEqual([undefined, ErrorCode.Conflict]);
+  });
+
   it("erases a namespace by destroying its key: reads no longer return it, and its logged values cannot be opened", async () => {
     const erased = await h.admin.memory<{ seq: number; erasedKey: boolean }>({ op: "erase", namespace: "agent:writer" });
     expect(erased.erasedKey).toBe(true);

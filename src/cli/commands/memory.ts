@@ -4,6 +4,7 @@
  * values in the clear. Export pages through the service's cursor and writes JSON Lines (the
  * `maxwell.memory` format, docs/memory.md) to stdout.
  */
+import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import { ErrorCode, MaxwellError } from "../../protocol/mod.js";
 import type { AdminClient } from "../../runtime/admin-client.js";
@@ -59,6 +60,21 @@ function provenanceLine(r: RecordShown): string {
 /** Registers `maxwell memory` and its subcommands. */
 export function registerMemoryCommand(program: Command, globals: () => GlobalOptions): void {
   const memory = program.command("memory").description("agent memory: list namespaces, read, search, export, and the state digest");
+
+  memory
+    .command("import <namespace> [file]")
+    .description("import an export (JSON Lines, from 'maxwell memory export') into an empty namespace; logged, with the content sealed like any write")
+    .action(async (namespace: string, file: string | undefined) => {
+      try {
+        const text = file ? readFileSync(file, "utf8") : await readStdin();
+        const lines = text.split("\n").filter((l) => l.trim() !== "");
+        if (lines.length === 0) throw new MaxwellError(ErrorCode.BadRequest, "nothing to import: give an export file or pipe one in");
+        const r = await withAdmin(globals, (a) => a.memory<{ seq: number; records: number }>({ op: "import", namespace, lines }));
+        process.stdout.write(`imported ${r.records} records into ${namespace} (logged at #${r.seq})\n`);
+      } catch (err) {
+        fail(err);
+      }
+    });
 
   memory
     .command("erase <namespace>")
@@ -172,4 +188,10 @@ export function registerMemoryCommand(program: Command, globals: () => GlobalOpt
         fail(err);
       }
     });
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString("utf8");
 }
