@@ -7,9 +7,9 @@
  */
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { ServiceName, serviceSubjects } from "../../src/protocol/services.js";
 import { createLogger } from "../../src/runtime/logger.js";
+import { serviceArgs } from "../../src/runtime/service-args.js";
 import { dataLayout, resolveDataDir } from "../../src/runtime/paths.js";
 import { loadLlmConfig } from "./config.js";
 import { LlmGateway } from "./gateway.js";
@@ -29,25 +29,10 @@ The API key is read from ANTHROPIC_API_KEY only. Without it every call goes to t
 model '${OFFLINE_MODEL}' running inside this process: nothing leaves the machine.
 <data>/llm.json (optional): {"routes": [{"agent"?, "model"?, "to"}], "baseURL"?, "maxRetries"?, "timeoutMs"?, "maxRequestBytes"?}`;
 
-const { values } = parseArgs({
-  options: {
-    nats: { type: "string" },
-    data: { type: "string" },
-    creds: { type: "string" },
-    help: { type: "boolean", short: "h" },
-  },
-});
-if (values.help) {
-  process.stdout.write(HELP + "\n");
-  process.exit(0);
-}
+const args = serviceArgs("maxwell-llm", HELP);
+const servers = args.servers;
 const log = createLogger("llm");
-const servers = values.nats ?? process.env["MAXWELL_NATS_URL"];
-if (!servers) {
-  process.stderr.write("maxwell-llm: --nats URL is required\n" + HELP + "\n");
-  process.exit(2);
-}
-const layout = dataLayout(resolveDataDir(values.data));
+const layout = dataLayout(resolveDataDir(args.data));
 
 let gateway: LlmGateway | undefined;
 let offline: OfflineModel | undefined;
@@ -79,7 +64,7 @@ try {
   }
   gateway = new LlmGateway({
     servers,
-    creds: values.creds ?? layout.credsOf(serviceSubjects.identity(ServiceName.Llm)),
+    creds: args.creds ?? layout.credsOf(serviceSubjects.identity(ServiceName.Llm)),
     apiKey,
     ...(baseURL ? { baseURL } : {}),
     routes: config.routes,

@@ -6,10 +6,10 @@
  */
 import { mkdirSync, renameSync } from "node:fs";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { ErrorCode, MaxwellError, ServiceName, decodeMap, serviceSubjects, subjects } from "../../src/protocol/mod.js";
 import { AdminClient } from "../../src/runtime/admin-client.js";
 import { createLogger } from "../../src/runtime/logger.js";
+import { serviceArgs } from "../../src/runtime/service-args.js";
 import { dataLayout, resolveDataDir } from "../../src/runtime/paths.js";
 import { NamespaceKeys } from "../../src/memory/keys.js";
 import { CallClock, MemoryService, serveMemory } from "./service.js";
@@ -27,31 +27,10 @@ kernel, rebuilds its store from the log when the store is missing or behind, and
 /** How often the log is read for writes whose calls never came (and the store compacted). */
 const CATCH_UP_MS = Number(process.env["MAXWELL_MEMORY_CATCH_UP_MS"] ?? 60_000);
 
-let values: { nats?: string; data?: string; creds?: string; help?: boolean };
-try {
-  ({ values } = parseArgs({
-    options: {
-      nats: { type: "string" },
-      data: { type: "string" },
-      creds: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-  }));
-} catch (err) {
-  process.stderr.write(`maxwell-memory: ${(err as Error).message}\n${HELP}\n`);
-  process.exit(2);
-}
-if (values.help) {
-  process.stdout.write(HELP + "\n");
-  process.exit(0);
-}
-const servers = values.nats ?? process.env["MAXWELL_NATS_URL"];
-if (!servers) {
-  process.stderr.write("maxwell-memory: --nats URL is required\n" + HELP + "\n");
-  process.exit(2);
-}
+const args = serviceArgs("maxwell-memory", HELP);
+const servers = args.servers;
 const log = createLogger("memory");
-const layout = dataLayout(resolveDataDir(values.data));
+const layout = dataLayout(resolveDataDir(args.data));
 const storeDir = join(layout.root, "memory");
 const clock = new CallClock();
 const keys = NamespaceKeys.forDataDir(layout.root);
@@ -106,7 +85,7 @@ try {
   process.exit(1);
 }
 try {
-  admin = await AdminClient.connect(servers, values.creds ?? layout.credsOf(serviceSubjects.identity(ServiceName.Memory)), {
+  admin = await AdminClient.connect(servers, args.creds ?? layout.credsOf(serviceSubjects.identity(ServiceName.Memory)), {
     inboxPrefix: subjects.inboxPrefix(serviceSubjects.identity(ServiceName.Memory)),
     name: "maxwell-memory",
     reconnect: true,

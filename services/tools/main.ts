@@ -3,8 +3,8 @@
  * database) and the tools of the configured MCP servers on `mx.svc.tools.>` with the service's own
  * credential, configured by `<data>/tools.json`. The kernel is its only caller.
  */
-import { parseArgs } from "node:util";
 import { createLogger } from "../../src/runtime/logger.js";
+import { serviceArgs } from "../../src/runtime/service-args.js";
 import { dataLayout, resolveDataDir } from "../../src/runtime/paths.js";
 import { ServiceName, serviceSubjects } from "../../src/protocol/services.js";
 import { builtinTools, loadToolsConfig } from "./config.js";
@@ -22,44 +22,22 @@ configuration. Only the kernel calls it.
   --creds FILE    credential (default <data>/creds/svc-tools.creds)
   --config FILE   configuration (default <data>/tools.json; see docs/tools.md)`;
 
-let values: { nats?: string; data?: string; creds?: string; config?: string; help?: boolean };
-try {
-  ({ values } = parseArgs({
-    options: {
-      nats: { type: "string" },
-      data: { type: "string" },
-      creds: { type: "string" },
-      config: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-  }));
-} catch (err) {
-  process.stderr.write(`maxwell-tools: ${(err as Error).message}\n${HELP}\n`);
-  process.exit(2);
-}
-if (values.help) {
-  process.stdout.write(HELP + "\n");
-  process.exit(0);
-}
-const servers = values.nats ?? process.env["MAXWELL_NATS_URL"];
-if (!servers) {
-  process.stderr.write("maxwell-tools: --nats URL is required\n" + HELP + "\n");
-  process.exit(2);
-}
+const args = serviceArgs("maxwell-tools", HELP, ["config"]);
+const servers = args.servers;
 const log = createLogger("tools");
-const dataDir = resolveDataDir(values.data);
+const dataDir = resolveDataDir(args.data);
 const layout = dataLayout(dataDir);
 
 let service: ToolService;
 let mcp: McpBridge | undefined;
 try {
-  const config = loadToolsConfig(dataDir, values.config);
+  const config = loadToolsConfig(dataDir, args.extra.config);
   const builtins = await builtinTools(config);
   // A server that does not start is logged and skipped; the others and the built-ins still run.
   mcp = await startMcpServers(config.mcp, log, builtins.map((t) => t.manifest.name));
   service = new ToolService({
     servers,
-    creds: values.creds ?? layout.credsOf(serviceSubjects.identity(ServiceName.Tools)),
+    creds: args.creds ?? layout.credsOf(serviceSubjects.identity(ServiceName.Tools)),
     tools: [...builtins, ...mcp.tools],
     log,
     ...(config.maxRunMs !== undefined ? { maxRunMs: config.maxRunMs } : {}),
