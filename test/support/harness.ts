@@ -34,6 +34,18 @@ export interface Harness {
 
 const quiet = createLogger("test-agent", process.env["MAXWELL_TEST_LOG"] ?? "silent");
 
+/**
+ * Harnesses not closed yet. If a test file ends without closing one (a hook timed out), its
+ * kernel and nats-server are killed when the test process exits rather than left running.
+ */
+const open = new Set<Harness>();
+process.once("exit", () => {
+  for (const h of open) {
+    h.kernel?.child.kill("SIGKILL");
+    h.embedded?.server.process.kill("SIGKILL");
+  }
+});
+
 export async function startHarness(opts: { policies?: string; kernelArgs?: string[] } = {}): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), "maxwell-test-"));
   const embedded = await startEmbedded({ dataDir: dir });
@@ -84,9 +96,11 @@ export async function startHarness(opts: { policies?: string; kernelArgs?: strin
         await h.kernel.exited;
       }
       await h.embedded.server.stop();
+      open.delete(h);
       rmSync(dir, { recursive: true, force: true });
     },
   };
+  open.add(h);
   await h.startKernel();
   h.admin = await AdminClient.connect(url, layout.credsOf("admin"), { reconnect: true });
   await h.admin.waitForKernel();
