@@ -221,9 +221,13 @@ export class PolicyEngine {
   }
 }
 
+const HOUR_MS = 3_600_000;
+const DAY_MS = 86_400_000;
+
+/** UTC hour and weekday (0 = Sunday) of a kernel clock reading, without a Date per decision. */
 function clock(at: number): { hour: number; weekday: number } {
-  const d = new Date(at);
-  return { hour: d.getUTCHours(), weekday: d.getUTCDay() };
+  // 1970-01-01 was a Thursday (4).
+  return { hour: Math.floor(at / HOUR_MS) % 24, weekday: (Math.floor(at / DAY_MS) + 4) % 7 };
 }
 
 function contextOf(req: DecisionRequest): cedar.Context {
