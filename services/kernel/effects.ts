@@ -39,7 +39,7 @@ import type { Appender } from "./appender.js";
 import type { Outcome, PendingOf } from "./decide.js";
 import { SecretStore } from "../../src/runtime/secrets.js";
 import { NamespaceKeys } from "../../src/memory/keys.js";
-import { MEMORY_LOGGED_WRITE_OPS } from "../../src/memory/ops.js";
+import { MEMORY_LOGGED_WRITE_OPS, parseMemoryArgs } from "../../src/memory/ops.js";
 import { parseNamespace } from "../../src/memory/namespace.js";
 import { openMemoryResult, sealMemoryArgs } from "../../src/memory/sealing.js";
 import type { KernelState, OpenEffect } from "./state.js";
@@ -251,6 +251,22 @@ export class EffectRunner {
   }
 
   /**
+   * An operator erases one record: its own key is destroyed (every value it ever had, in the log
+   * and anywhere else, is unreadable from then on; the rest of the namespace is untouched), then
+   * its deletion is logged and applied.
+   */
+  async eraseRecord(namespace: string, key: string, policySet: string): Promise<{ seq: number; erasedKey: boolean }> {
+    const keys = this.keysOrRefuse();
+    const ns = parseNamespace(namespace);
+    const args = parseMemoryArgs("delete", { key }) as { key: string };
+    const erasedKey = keys.eraseRecord(ns, args.key);
+    const { started, completed } = await this.operatorEffect("delete", ns, { key: args.key }, policySet);
+    if (completed.error) this.opts.log.warn({ namespace: ns, key: args.key, err: completed.error.message }, "memory service did not delete the erased record now; it will when it catches up with the log");
+    this.opts.log.warn({ namespace: ns, key: args.key, erasedKey }, "memory record erased");
+    return { seq: started.seq, erasedKey };
+  }
+
+  /**
    * An operator imports an export into an empty namespace: checked by the memory service first
    * (nothing bad reaches the log), then logged with its lines sealed under the namespace key
    * (so an import is as erasable as any write), then applied.
@@ -278,7 +294,7 @@ export class EffectRunner {
   }
 
   /** Logs and carries out a memory operation an operator asked for (not an agent's syscall). */
-  private async operatorEffect(op: "erase" | "import", ns: string, args: unknown, policySet: string): Promise<{ started: EffectStartedEvent; completed: EffectCompletedEvent }> {
+  private async operatorEffect(op: "erase" | "import" | "delete", ns: string, args: unknown, policySet: string): Promise<{ started: EffectStartedEvent; completed: EffectCompletedEvent }> {
     const id = newEventId();
     const event: PendingOf<EffectStartedEvent> = {
       v: EVENT_VERSION,

@@ -912,7 +912,10 @@ export class Kernel {
       return { ok: true, result: await run };
     }
     if (body["op"] === "erase") {
-      const run = this.adminWrites.then(() => this.effects.eraseNamespace(String(body["namespace"]), this.policy.policySet.hash));
+      const record = body["key"];
+      const run = this.adminWrites.then(() =>
+        record === undefined ? this.effects.eraseNamespace(String(body["namespace"]), this.policy.policySet.hash) : this.effects.eraseRecord(String(body["namespace"]), String(record), this.policy.policySet.hash),
+      );
       this.adminWrites = run.catch(() => undefined);
       return { ok: true, result: await run };
     }

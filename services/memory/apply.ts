@@ -66,6 +66,25 @@ export function eventOfCall(call: ServiceCall): MemoryWriteEvent {
   };
 }
 
+/**
+ * The opened args of a logged write. A record erased on its own later (its key destroyed) still
+ * took its place in the history: it is applied with a null value, so versions and revisions come
+ * out as they did live, and the deletion that followed the erasure removes it again.
+ */
+function openOrPlaceholder(keys: NamespaceKeys, e: MemoryWriteEvent): unknown {
+  try {
+    return openMemoryArgs(keys, e.op, e.target, e.args);
+  } catch (err) {
+    const sealed = (e.args as { sealed?: SealedBox } | null)?.sealed;
+    const erased = (MaxwellError.from(err).detail as { erased?: boolean } | undefined)?.erased === true;
+    // Only a record erased on its own: when its whole namespace was erased the write is refused
+    // (the namespace's erase follows in the log and drops everything anyway).
+    if (!erased || sealed?.record === undefined || e.op !== MemoryOp.Put || keys.isErased(e.target, sealed.key)) throw err;
+    const { sealed: _sealed, ...rest } = e.args as Record<string, unknown>;
+    return { ...rest, value: null };
+  }
+}
+
 function refusal(e: MemoryWriteEvent, err: unknown): EffectWrite {
   return { seq: e.seq, effect: e.id, op: e.op, namespace: String(e.target), write: { error: MaxwellError.from(err, ErrorCode.BadRequest) } };
 }
@@ -93,7 +112,7 @@ export function effectWriteOf(keys: NamespaceKeys, e: MemoryWriteEvent): EffectW
       if (!Array.isArray(lines) || !lines.every((l) => typeof l === "string")) throw new MaxwellError(ErrorCode.BadRequest, "import: the sealed lines are not a list of strings");
       return { ...base, write: { op: "import", namespace: e.target, lines } };
     }
-    const args = openMemoryArgs(keys, e.op, e.target, e.args);
+    const args = openOrPlaceholder(keys, e);
     if (typeof args !== "object" || args === null) throw new MaxwellError(ErrorCode.BadRequest, `${e.op}: expected an object of arguments`);
     const a = args as Record<string, unknown>;
     const extra = a["labels"];

@@ -25,7 +25,7 @@
  * ```
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
-import { appendFileSync, closeSync, existsSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
+import { appendFileSync, closeSync, existsSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { ErrorCode, MaxwellError, decode, encode } from "../protocol/mod.js";
 import { parseNamespace } from "./namespace.js";
@@ -34,6 +34,8 @@ import { parseNamespace } from "./namespace.js";
 export interface SealedBox {
   sealed: string;
   key: string;
+  /** Set when the value is sealed under its record's own key (erasable on its own), not the namespace's. */
+  record?: string;
 }
 
 const FORMAT = 1;
@@ -68,16 +70,19 @@ export class NamespaceKeys {
     return new NamespaceKeys(join(dataDir, "kernel", "memkeys"));
   }
 
-  /** msgpack-encodes `value` and seals it under the namespace's key, creating the key if there is none. */
-  seal(namespace: string, value: unknown): SealedBox {
-    const ns = this.namespace(namespace);
+  /**
+   * msgpack-encodes `value` and seals it under the namespace's key, or with `record` under that
+   * record's own key (so the record can be erased alone), creating the key if there is none.
+   */
+  seal(namespace: string, value: unknown, record?: string): SealedBox {
+    const ns = this.scope(namespace, record);
     const k = this.current(ns) ?? this.create(ns);
     const iv = randomBytes(IV_BYTES);
     const cipher = createCipheriv("aes-256-gcm", k.key, iv);
     cipher.setAAD(k.aad);
     const body = Buffer.concat([cipher.update(encode(value)), cipher.final()]);
     const out = Buffer.concat([Buffer.from([FORMAT]), iv, body, cipher.getAuthTag()]);
-    return { sealed: out.toString("base64"), key: k.id };
+    return record === undefined ? { sealed: out.toString("base64"), key: k.id } : { sealed: out.toString("base64"), key: k.id, record };
   }
 
   /**
@@ -86,8 +91,8 @@ export class NamespaceKeys {
    * sealed for another namespace or altered.
    */
   open(namespace: string, box: SealedBox): unknown {
-    const ns = this.namespace(namespace);
     if (!isSealedBox(box)) throw new MaxwellError(ErrorCode.BadRequest, "invalid sealed value: expected { sealed, key }");
+    const ns = this.scope(namespace, box.record);
     let k = this.cache.get(ns);
     if (k === undefined || k.id !== box.key) {
       if (!KEY_ID.test(box.key)) throw new MaxwellError(ErrorCode.BadRequest, "invalid sealed value: expected { sealed, key }");
@@ -96,8 +101,8 @@ export class NamespaceKeys {
     if (k === undefined || k.id !== box.key) {
       throw new MaxwellError(
         ErrorCode.NotFound,
-        `the value was sealed under key ${box.key.slice(0, 8)}… of namespace ${ns}, which ${this.isErased(ns, box.key) ? "was erased" : "is not in " + this.dir}`,
-        { detail: { namespace: ns, key: box.key, erased: true } },
+        `the value was sealed under key ${box.key.slice(0, 8)}… of ${describe(ns)}, which ${this.erasedIds(ns).has(box.key) ? "was erased" : "is not in " + this.dir}`,
+        { detail: { namespace: namespaceOf(ns), key: box.key, erased: true } },
       );
     }
     const bytes = Buffer.from(box.sealed, "base64");
@@ -119,12 +124,35 @@ export class NamespaceKeys {
   }
 
   /**
-   * Destroys the namespace's key: the file is overwritten, synced and removed, and its id is
-   * recorded as erased. Returns whether there was a key. Every value sealed under it is
+   * Destroys the namespace's key and every record key filed under it: each file is overwritten,
+   * synced and removed, and its id recorded as erased. Returns whether there was any key. Every value sealed under it is
    * unreadable from now on, in every process that has not already cached it (see {@link forget}).
    */
   erase(namespace: string): boolean {
     const ns = parseNamespace(namespace);
+    // Every record key of the namespace goes with it.
+    const prefix = `${fileName(ns)}-`;
+    let any = false;
+    if (existsSync(this.dir)) {
+      for (const f of readdirSync(this.dir)) {
+        if (!f.startsWith(prefix) || !f.endsWith(".key")) continue;
+        const record = (JSON.parse(readFileSync(join(this.dir, f), "utf8")) as { record?: unknown }).record;
+        if (typeof record === "string" && this.destroy(this.scope(ns, record), ns)) any = true;
+      }
+    }
+    return this.destroy(ns) || any;
+  }
+
+  /**
+   * Destroys one record's key: that record's values, in the log and anywhere else, can no longer
+   * be opened; the rest of the namespace is untouched. Returns whether there was a key.
+   */
+  eraseRecord(namespace: string, record: string): boolean {
+    return this.destroy(this.scope(namespace, record));
+  }
+
+  /** Destroys a scope's key; `alsoUnder` (a namespace being erased) records the id there too. */
+  private destroy(ns: string, alsoUnder?: string): boolean {
     this.cache.delete(ns);
     const path = this.keyPath(ns);
     const k = this.load(ns);
@@ -143,6 +171,7 @@ export class NamespaceKeys {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     }
     appendFileSync(this.erasedPath(ns), `${JSON.stringify({ key: k.id, at: Date.now() })}\n`, { mode: 0o600 });
+    if (alsoUnder !== undefined) appendFileSync(this.erasedPath(alsoUnder), `${JSON.stringify({ key: k.id, at: Date.now() })}\n`, { mode: 0o600 });
     syncDir(this.dir);
     return true;
   }
@@ -174,6 +203,14 @@ export class NamespaceKeys {
     if (this.valid.size > 100_000) this.valid.clear();
     this.valid.add(ns);
     return ns;
+  }
+
+  /** The key scope of a namespace, or of one record of it. */
+  private scope(namespace: string, record: string | undefined): string {
+    const ns = this.namespace(namespace);
+    if (record === undefined) return ns;
+    if (typeof record !== "string" || record.length === 0 || record.length > 1024) throw new MaxwellError(ErrorCode.BadRequest, "invalid sealed value: bad record key");
+    return `${ns}${RECORD}${record}`;
   }
 
   private current(ns: string): NamespaceKey | undefined {
@@ -212,7 +249,8 @@ export class NamespaceKeys {
     const k = { id: randomBytes(16).toString("hex"), key: randomBytes(32) };
     const path = this.keyPath(ns);
     const temp = `${path}.${randomBytes(6).toString("hex")}.tmp`;
-    writeFileSync(temp, `${JSON.stringify({ namespace: ns, id: k.id, key: k.key.toString("base64") })}\n`, { mode: 0o600, flag: "wx" });
+    const record = ns.includes(RECORD) ? { namespace: namespaceOf(ns), record: ns.slice(ns.indexOf(RECORD) + 1) } : { namespace: ns };
+    writeFileSync(temp, `${JSON.stringify({ ...record, id: k.id, key: k.key.toString("base64") })}\n`, { mode: 0o600, flag: "wx" });
     try {
       const fd = openSync(temp, "r");
       try {
@@ -258,9 +296,28 @@ export class NamespaceKeys {
   }
 }
 
-/** The file name of a namespace's key: sha256 of the namespace, so no name can reach the path. */
-function fileName(ns: string): string {
-  return createHash("sha256").update(ns).digest("hex");
+/** Separates a namespace from a record key in a key scope (no namespace contains it). */
+const RECORD = "\u0000";
+
+/**
+ * The file name of a scope's key: sha256 of the namespace, so no name can reach the path; a
+ * record's key is filed under its namespace's (`<sha256 ns>-<sha256 record>`), so erasing the
+ * namespace finds it.
+ */
+function fileName(scope: string): string {
+  const at = scope.indexOf(RECORD);
+  const hash = (text: string): string => createHash("sha256").update(text).digest("hex");
+  return at < 0 ? hash(scope) : `${hash(scope.slice(0, at))}-${hash(scope.slice(at + 1))}`;
+}
+
+function namespaceOf(scope: string): string {
+  const at = scope.indexOf(RECORD);
+  return at < 0 ? scope : scope.slice(0, at);
+}
+
+function describe(scope: string): string {
+  const at = scope.indexOf(RECORD);
+  return at < 0 ? `namespace ${scope}` : `record ${JSON.stringify(scope.slice(at + 1))} of namespace ${scope.slice(0, at)}`;
 }
 
 /** Binds a sealed value to its namespace and key: it cannot be moved to another namespace. */

@@ -17,7 +17,7 @@
 import { ErrorCode, MaxwellError } from "../protocol/mod.js";
 import type { NamespaceKeys, SealedBox } from "./keys.js";
 import { MemoryOp, type AppendArgs, type HitView, type PutArgs, type RecordView } from "./ops.js";
-import type { MemoryRecord, MemoryValue } from "./record.js";
+import { RecordKind, type MemoryRecord, type MemoryValue } from "./record.js";
 
 /** `put` args as logged: the value and vector sealed together. */
 export interface SealedPutArgs extends Omit<PutArgs, "value" | "vector"> {
@@ -45,7 +45,8 @@ export function sealMemoryArgs(keys: NamespaceKeys, op: string, target: string, 
   const { value, vector, ...rest } = args as PutArgs | AppendArgs;
   const content: Content = { value };
   if (vector !== undefined) content.vector = vector;
-  return { ...rest, sealed: keys.seal(target, content) };
+  // A keyed record is sealed under its own key, so it can be erased alone; episodes under the namespace's.
+  return { ...rest, sealed: op === MemoryOp.Put ? keys.seal(target, content, (args as PutArgs).key) : keys.seal(target, content) };
 }
 
 /**
@@ -82,7 +83,7 @@ export function recordView(record: MemoryRecord, keys?: NamespaceKeys): RecordVi
   } else {
     const content: Content = { value: record.value };
     if (record.vector !== undefined) content.vector = record.vector;
-    view.sealed = keys.seal(record.namespace, content);
+    view.sealed = record.kind === RecordKind.Value ? keys.seal(record.namespace, content, record.key) : keys.seal(record.namespace, content);
   }
   return view;
 }

@@ -65,6 +65,8 @@ describe("memory through the kernel", () => {
           case "recall":
             // A fresh delivery: nothing untrusted seen yet, until the memory comes back.
             return ctx.memory("agent:writer", "get", { key: "lesson" });
+          case "keep":
+            return (await ctx.memory("agent:writer", "put", { key: "kept", value: "still here" })).result;
           case "search-own":
             return ctx.memory("agent:writer", "search", { mode: "text", query: "staging password", k: 5 });
           default:
@@ -165,6 +167,26 @@ describe("memory through the kernel", () => {
     expect(imports.map((e) => (e as { target: string }).target)).toEqual(["shared:restored", "shared:restored"]);
     const outcomes = log.filter((e) => e.type === EventType.EffectCompleted && e.op === "import");
     expect(outcomes.map((e) => (e as { error?: { code: string } }).error?.code)).toEqual([undefined, ErrorCode.Conflict]);
+  });
+
+  it("erases one record by destroying its own key: that record is gone everywhere, the rest of the namespace stays", async () => {
+    await run("writer", "keep");
+    const erased = await h.admin.memory<{ seq: number; erasedKey: boolean }>({ op: "erase", namespace: "agent:writer", key: "note" });
+    expect(erased.erasedKey).toBe(true);
+    expect((await h.admin.memory<{ record: unknown }>({ op: "get", namespace: "agent:writer", key: "note" })).record).toBeNull();
+    expect((await h.admin.memory<{ record: { value: unknown } }>({ op: "get", namespace: "agent:writer", key: "kept" })).record.value).toBe("still here");
+    const log = await logEvents(h);
+    const put = log.find((e) => e.type === EventType.EffectStarted && e.op === "put" && (e.args as { key?: string }).key === "note") as { args: { sealed: SealedBox } };
+    expect(put.args.sealed.record).toBe("note");
+    expect(() => NamespaceKeys.forDataDir(h.dir).open("agent:writer", put.args.sealed)).toThrow(/erased/);
+    // Rebuilt from the log, the store agrees.
+    const live = await h.admin.memory<{ digest: string }>({ op: "digest" });
+    memory.child.kill("SIGTERM");
+    await memory.exited;
+    rmSync(join(h.dir, "memory"), { recursive: true, force: true });
+    await startMemory();
+    expect((await h.admin.memory<{ digest: string }>({ op: "digest" })).digest).toBe(live.digest);
+    expect((await h.admin.memory<{ record: { value: unknown } }>({ op: "get", namespace: "agent:writer", key: "kept" })).record.value).toBe("still here");
   });
 
   it("erases a namespace by destroying its key: reads no longer return it, and its logged values cannot be opened", async () => {

@@ -68,6 +68,24 @@ describe("namespace keys", () => {
     expect(failure(() => keys.open("agent:a", { sealed: box.sealed, key: "../../etc" })).code).toBe(ErrorCode.BadRequest);
   });
 
+  it("erases one record on its own: its key goes, the namespace's other values still open; erasing the namespace takes record keys too", () => {
+    const keys = new NamespaceKeys(freshDir());
+    const note = keys.seal("agent:w", { value: "note" }, "note");
+    const other = keys.seal("agent:w", { value: "other" }, "other");
+    const episode = keys.seal("agent:w", { value: "episode" });
+    expect(note.record).toBe("note");
+    expect(keys.open("agent:w", note)).toEqual({ value: "note" });
+    expect(() => keys.open("agent:w", { ...note, record: "other" })).toThrow(/does not authenticate|erased|not in/);
+    expect(keys.eraseRecord("agent:w", "note")).toBe(true);
+    expect(() => keys.open("agent:w", note)).toThrow(/record "note" of namespace agent:w, which was erased/);
+    expect(keys.open("agent:w", other)).toEqual({ value: "other" });
+    expect(keys.open("agent:w", episode)).toEqual({ value: "episode" });
+    expect(keys.isErased("agent:w", note.key)).toBe(false);
+    expect(keys.erase("agent:w")).toBe(true);
+    expect(() => keys.open("agent:w", other)).toThrow(/erased/);
+    expect(keys.isErased("agent:w", other.key)).toBe(true);
+  });
+
   it("erases a namespace: the key file is gone and nothing it sealed opens, in any process", () => {
     const dir = freshDir();
     const kernel = new NamespaceKeys(dir);

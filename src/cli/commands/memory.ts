@@ -78,13 +78,15 @@ export function registerMemoryCommand(program: Command, globals: () => GlobalOpt
 
   memory
     .command("erase <namespace>")
-    .description("erase a namespace for good: its key is destroyed, so its content is unreadable everywhere, the log and replay included (the chain still verifies)")
+    .description("erase a namespace (or one record of it, --key) for good: its key is destroyed, so its content is unreadable everywhere, the log and replay included (the chain still verifies)")
+    .option("--key <key>", "erase only this record (a key/value record)")
     .option("--yes", "do it (erasure cannot be undone)")
-    .action(async (namespace: string, opts: { yes?: boolean }) => {
+    .action(async (namespace: string, opts: { key?: string; yes?: boolean }) => {
       try {
-        if (!opts.yes) throw new MaxwellError(ErrorCode.BadRequest, `erasing ${namespace} cannot be undone; add --yes to do it`);
-        const r = await withAdmin(globals, (a) => a.memory<{ seq: number; erasedKey: boolean }>({ op: "erase", namespace }));
-        process.stdout.write(`erased ${namespace}${r.erasedKey ? "" : " (it had no key: nothing was ever written)"} (logged at #${r.seq})\n`);
+        const what = opts.key === undefined ? namespace : `${namespace} ${opts.key}`;
+        if (!opts.yes) throw new MaxwellError(ErrorCode.BadRequest, `erasing ${what} cannot be undone; add --yes to do it`);
+        const r = await withAdmin(globals, (a) => a.memory<{ seq: number; erasedKey: boolean }>({ op: "erase", namespace, ...(opts.key === undefined ? {} : { key: opts.key }) }));
+        process.stdout.write(`erased ${what}${r.erasedKey ? "" : " (it had no key: nothing was ever written)"} (logged at #${r.seq})\n`);
       } catch (err) {
         fail(err);
       }
