@@ -782,12 +782,24 @@ function compare(recorded: RecordedSyscall, issued: SyscallView): string[] {
   if (recorded.op !== issued.op) differs.push("op");
   if (recorded.target !== undefined && recorded.target !== issued.target) differs.push("target");
   if (recorded.bodyRecorded) {
-    if (!same(recorded.body, issued.body)) differs.push(recorded.op === SyscallOp.Tool ? "args" : "body");
+    if (!same(recorded.body, withoutSealedContent(recorded, issued.body))) differs.push(recorded.op === SyscallOp.Tool ? "args" : "body");
     if (!same(recorded.error, issued.error)) differs.push("error");
   }
   if (recorded.timeoutMs !== undefined && issued.timeoutMs !== undefined && recorded.timeoutMs !== issued.timeoutMs) differs.push("timeoutMs");
   if (!same(recorded.observed ?? [], issued.observed ?? [])) differs.push("ctx.now()/ctx.random() reads");
   return differs;
+}
+
+/**
+ * Memory writes are logged with their value (and vector) sealed under a key that erasure may have
+ * destroyed; replay compares everything else of them (op, namespace, key, tags, ttl, version).
+ */
+function withoutSealedContent(recorded: RecordedSyscall, body: unknown): unknown {
+  const logged = recorded.body as Record<string, unknown> | undefined;
+  if (recorded.op !== SyscallOp.Mem || typeof logged !== "object" || logged === null || !("sealed" in logged)) return body;
+  if (typeof body !== "object" || body === null) return body;
+  const { value: _value, vector: _vector, ...rest } = body as Record<string, unknown>;
+  return { ...rest, sealed: logged["sealed"] };
 }
 
 function describe(v: SyscallView): string {

@@ -427,3 +427,29 @@ describe("line diff", () => {
     expect(lineDiff("", "a\nb")).toBe("+ a\n+ b");
   });
 });
+
+describe("agent replay of memory writes", () => {
+  function writerLog(key: string) {
+    const log = new LogBuilder();
+    const msg = log.deliver("writer", { note: "remember this" });
+    // The kernel logs a put with its value sealed (it may have been erased since).
+    log.effect("writer", syscallId(msg.id, 0), "mem", "agent:writer", { key, sealed: { sealed: "AAAA", key: "0".repeat(32), record: key } }, { result: { key, version: 1 } }, { causation: msg.id, op: "put" });
+    return log;
+  }
+  const writer = defineAgent({
+    async onMessage(msg, ctx) {
+      await ctx.memory("agent:writer", "put", { key: "note", value: (msg.body as { note: string }).note });
+    },
+  });
+
+  it("matches a put whose value the log holds sealed: everything but the value is compared", async () => {
+    const report = await replayAgent(writer, writerLog("note").events, { name: "writer" });
+    expect(report.identical).toBe(true);
+  });
+
+  it("still names a put to another key", async () => {
+    const report = await replayAgent(writer, writerLog("other").events, { name: "writer" });
+    expect(report.identical).toBe(false);
+    expect(report.divergence?.recorded).toMatchObject({ op: "mem", target: "agent:writer" });
+  });
+});
