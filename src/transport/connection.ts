@@ -170,7 +170,7 @@ export async function* readLog(
       for await (const m of batch) {
         got += 1;
         last = m.seq;
-        yield { seq: m.seq, subject: m.subject, data: m.data, headers: m.headers };
+        yield entryOf(m);
         if (m.seq >= endSeq) break;
       }
       if (got === 0 || last >= endSeq || opts.signal?.aborted) return;
@@ -183,12 +183,24 @@ export async function* readLog(
   opts.signal?.addEventListener("abort", stop, { once: true });
   try {
     for await (const m of messages) {
-      yield { seq: m.seq, subject: m.subject, data: m.data, headers: m.headers };
+      yield entryOf(m);
     }
   } finally {
     opts.signal?.removeEventListener("abort", stop);
     await messages.close();
   }
+}
+
+/** An entry of a consumed message; its headers are parsed only if someone reads them. */
+function entryOf(m: { seq: number; subject: string; data: Uint8Array; headers?: MsgHdrs }): ReadEntry {
+  return {
+    seq: m.seq,
+    subject: m.subject,
+    data: m.data,
+    get headers() {
+      return m.headers;
+    },
+  };
 }
 
 export { jetstream, jetstreamManager };
