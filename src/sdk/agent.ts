@@ -3,7 +3,7 @@
  * delivered message and a context whose methods are syscalls to the kernel. Everything the
  * handler observes (messages, replies, clock, random) is in the log, so it can be replayed.
  */
-import type { Scope } from "../protocol/events.js";
+import type { MessageEvent, Scope } from "../protocol/events.js";
 import type { EventId, TraceId } from "../protocol/ids.js";
 import type { Logger } from "../runtime/logger.js";
 
@@ -28,6 +28,22 @@ export interface Message<T = unknown> {
    * had seen. Whatever this handler does carries them too; they cannot be removed.
    */
   labels: string[];
+}
+
+/** The message a handler gets for a delivered message event. */
+export function messageOf(event: MessageEvent, redelivered: boolean): Message {
+  return {
+    id: event.id,
+    seq: event.seq,
+    from: event.actor,
+    principal: event.principal,
+    kind: event.kind,
+    body: event.body,
+    trace: event.trace,
+    depth: event.depth,
+    redelivered,
+    labels: event.labels ?? [],
+  };
 }
 
 /** What a model call returns: the full Messages API response, its labels and token usage. */

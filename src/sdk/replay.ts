@@ -39,7 +39,7 @@ import {
   type WireError,
 } from "../protocol/mod.js";
 import { createLogger, type Logger } from "../runtime/logger.js";
-import type { AgentContext, AgentDefinition, EffectResult, LlmResponse, Message, RequestOptions, SendOptions, SendResult } from "./agent.js";
+import { messageOf, type AgentContext, type AgentDefinition, type EffectResult, type LlmResponse, type Message, type RequestOptions, type SendOptions, type SendResult } from "./agent.js";
 
 export interface ReplayOptions {
   /** The agent whose deliveries and syscalls are replayed (its actor name in the log). */
@@ -665,18 +665,7 @@ async function replayRun(def: AgentDefinition, index: ReplayLog, info: ReplayedR
   let message: Message | undefined;
   if (info.kind !== "start") {
     const event = index.delivery(info.id) as MessageEvent;
-    message = {
-      id: event.id,
-      seq: event.seq,
-      from: event.actor,
-      principal: event.principal,
-      kind: event.kind,
-      body: event.body,
-      trace: event.trace,
-      depth: event.depth,
-      redelivered: false,
-      labels: event.labels ?? [],
-    };
+    message = messageOf(event, false);
   }
   const ctx = new ReplayContext(run, index.name, message, log);
   const handle = async (): Promise<void> => {

@@ -28,7 +28,7 @@ import {
 } from "../protocol/mod.js";
 import { connectNats, type NatsConnection, type Subscription } from "../transport/connection.js";
 import { createLogger, type Logger } from "../runtime/logger.js";
-import type { AgentContext, AgentDefinition, EffectResult, LlmResponse, Message, RequestOptions, SendOptions, SendResult } from "./agent.js";
+import { messageOf, type AgentContext, type AgentDefinition, type EffectResult, type LlmResponse, type Message, type RequestOptions, type SendOptions, type SendResult } from "./agent.js";
 import { SyscallClient } from "./syscalls.js";
 
 export interface RunOptions {
@@ -230,18 +230,7 @@ class AgentRuntime {
 
   private async deliver(event: MessageEvent, redelivered: boolean): Promise<void> {
     this.activeSeqs.set(event.id, event.seq);
-    const message: Message = {
-      id: event.id,
-      seq: event.seq,
-      from: event.actor,
-      principal: event.principal,
-      kind: event.kind,
-      body: event.body,
-      trace: event.trace,
-      depth: event.depth,
-      redelivered,
-      labels: event.labels ?? [],
-    };
+    const message = messageOf(event, redelivered);
     const ctx = new HandlerContext(this, message, event.id);
     try {
       let result: unknown;
