@@ -71,7 +71,7 @@ export function eventOfCall(call: ServiceCall): MemoryWriteEvent {
  * took its place in the history: it is applied with a null value, so versions and revisions come
  * out as they did live, and the deletion that followed the erasure removes it again.
  */
-function openOrPlaceholder(keys: NamespaceKeys, e: MemoryWriteEvent): unknown {
+function openWithErasedAsNull(keys: NamespaceKeys, e: MemoryWriteEvent): unknown {
   try {
     return openMemoryArgs(keys, e.op, e.target, e.args);
   } catch (err) {
@@ -112,7 +112,7 @@ export function effectWriteOf(keys: NamespaceKeys, e: MemoryWriteEvent): EffectW
       if (!Array.isArray(lines) || !lines.every((l) => typeof l === "string")) throw new MaxwellError(ErrorCode.BadRequest, "import: the sealed lines are not a list of strings");
       return { ...base, write: { op: "import", namespace: e.target, lines } };
     }
-    const args = openOrPlaceholder(keys, e);
+    const args = openWithErasedAsNull(keys, e);
     if (typeof args !== "object" || args === null) throw new MaxwellError(ErrorCode.BadRequest, `${e.op}: expected an object of arguments`);
     const a = args as Record<string, unknown>;
     const extra = a["labels"];
