@@ -16,6 +16,7 @@ import { connectNats, requestRaw, type NatsConnection } from "../../src/transpor
 import { LlmGateway } from "../../services/llm/gateway.js";
 import { OFFLINE_MODEL, startOfflineModel, type OfflineModel } from "../../services/llm/offline-server.js";
 import { until } from "../support/harness.js";
+import { errorOf } from "../support/service-replies.js";
 
 const KEY = "sk-ant-api03-integration-secret-key-000";
 const COMPLETE = serviceSubjects.call(ServiceName.Llm, "complete");
@@ -44,11 +45,6 @@ const ask = (content: string, model = "claude-haiku-4-5"): Record<string, unknow
 
 async function request(nc: NatsConnection, data: Uint8Array, subject = COMPLETE): Promise<ServiceReply> {
   return decodeMap(await requestRaw(nc, subject, data, { timeoutMs: 15_000 })) as unknown as ServiceReply;
-}
-
-function errorOf(reply: ServiceReply): { code: string; message: string } {
-  if (reply.ok) throw new Error(`expected an error, got ${JSON.stringify(reply.result)}`);
-  return reply.error;
 }
 
 describe("llm gateway over NATS", () => {

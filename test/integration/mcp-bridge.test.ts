@@ -25,6 +25,7 @@ import { connectNats, type NatsConnection } from "../../src/transport/connection
 import { mcpTools, startMcpServers, type McpBridge, type McpServerConfig } from "../../services/tools/mcp.js";
 import { ToolService } from "../../services/tools/service.js";
 import type { Tool } from "../../services/tools/tool.js";
+import { errorOf, resultOf } from "../support/service-replies.js";
 
 const ECHO_SERVER = join(packageRoot, "test", "support", "mcp-echo-server.ts");
 const callSubject = serviceSubjects.call(ServiceName.Tools, ServiceOp.Call);
@@ -92,16 +93,6 @@ afterAll(async () => {
 async function request(subject: string, payload: unknown): Promise<ServiceReply> {
   const m = await kernel.request(subject, encode(payload), { timeout: 15_000 });
   return decode(m.data) as ServiceReply;
-}
-
-function errorOf(reply: ServiceReply): { code: string; message: string } {
-  if (reply.ok) throw new Error(`expected an error reply, got ${JSON.stringify(reply)}`);
-  return reply.error;
-}
-
-function resultOf<T>(reply: ServiceReply): T {
-  if (!reply.ok) throw new Error(`expected a result, got ${reply.error.code}: ${reply.error.message}`);
-  return reply.result as T;
 }
 
 /** Hosts `tools` on NATS with the tools service's credential and pins them as the kernel does. */

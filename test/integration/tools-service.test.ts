@@ -27,6 +27,7 @@ import { connectNats, type NatsConnection } from "../../src/transport/connection
 import { builtinTools, parseToolsConfig } from "../../services/tools/config.js";
 import { ToolService } from "../../services/tools/service.js";
 import { passwordHash } from "../../services/tools/toy-database.js";
+import { errorOf, resultOf } from "../support/service-replies.js";
 
 const PASSWORD = "correct horse battery staple";
 const quiet = createLogger("test-tools", process.env["MAXWELL_TEST_LOG"] ?? "silent");
@@ -78,16 +79,6 @@ afterAll(async () => {
 async function request(subject: string, payload: unknown): Promise<ServiceReply> {
   const m = await kernel.request(subject, encode(payload), { timeout: 15_000 });
   return decode(m.data) as ServiceReply;
-}
-
-function errorOf(reply: ServiceReply): { code: string; message: string } {
-  if (reply.ok) throw new Error(`expected an error reply, got ${JSON.stringify(reply)}`);
-  return reply.error;
-}
-
-function resultOf<T>(reply: ServiceReply): T {
-  if (!reply.ok) throw new Error(`expected a result, got ${reply.error.code}: ${reply.error.message}`);
-  return reply.result as T;
 }
 
 describe("tool service", () => {

@@ -7,9 +7,10 @@ import { pino } from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { decodeMap, encode } from "../../src/protocol/codec.js";
 import type { EventId, TraceId } from "../../src/protocol/ids.js";
-import type { ServiceCall, ServiceReply } from "../../src/protocol/services.js";
+import type { ServiceCall } from "../../src/protocol/services.js";
 import { LlmGateway, type LlmGatewayOptions } from "../../services/llm/gateway.js";
 import { startOfflineModel, type OfflineModel } from "../../services/llm/offline-server.js";
+import { errorOf } from "../support/service-replies.js";
 
 const KEY = "sk-ant-api03-gateway-unit-test-secret-key";
 
@@ -33,11 +34,6 @@ function callOf(args: Record<string, unknown>, over: Partial<ServiceCall> = {}):
 }
 
 const ask = (content = "hello", model = "claude-haiku-4-5"): Record<string, unknown> => ({ model, max_tokens: 100, messages: [{ role: "user", content }] });
-
-function errorOf(reply: ServiceReply): { code: string; message: string; detail?: Record<string, unknown> } {
-  if (reply.ok) throw new Error(`expected an error, got ${JSON.stringify(reply.result)}`);
-  return reply.error;
-}
 
 describe("llm gateway model calls", () => {
   let model: OfflineModel;

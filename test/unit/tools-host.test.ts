@@ -6,12 +6,13 @@
 import { describe, expect, it } from "vitest";
 import { newEventId } from "../../src/protocol/ids.js";
 import { manifestHash } from "../../src/protocol/manifest.js";
-import type { ServiceCall, ServiceReply, ToolManifest } from "../../src/protocol/services.js";
+import type { ServiceCall, ToolManifest } from "../../src/protocol/services.js";
 import { newTraceId } from "../../src/protocol/trace.js";
 import { createLogger } from "../../src/runtime/logger.js";
 import { ToolHost } from "../../services/tools/host.js";
 import { defineTool, type Tool } from "../../services/tools/tool.js";
 import { checkUrl, hostAllowed } from "../../services/tools/http-fetch.js";
+import { errorOf } from "../support/service-replies.js";
 
 const log = createLogger("test-tools", "silent");
 
@@ -73,11 +74,6 @@ function callOf(m: ToolManifest, args: unknown, extra: Partial<ServiceCall> = {}
     manifest: manifestHash(m),
     ...extra,
   };
-}
-
-function errorOf(reply: ServiceReply): { code: string; message: string } {
-  if (reply.ok) throw new Error(`expected an error reply, got ${JSON.stringify(reply)}`);
-  return reply.error;
 }
 
 describe("tool host", () => {
