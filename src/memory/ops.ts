@@ -28,10 +28,10 @@ import {
   checkTtl,
   checkValue,
   checkVector,
+  type MemoryRecord,
   type MemoryValue,
-  type Provenance,
-  type RecordKind,
 } from "./record.js";
+import type { SealedBox } from "./keys.js";
 
 /** Every memory operation name, as it appears in `effect.started.op` and the service subject. */
 export const MemoryOp = {
@@ -152,20 +152,11 @@ export type MemoryArgs = MemoryArgsByOp[keyof MemoryArgsByOp];
  * erasable) and the kernel opens them for the agent (see sealing.ts); operator answers carry
  * them in the clear. `erased` marks a record whose sealed value can no longer be opened.
  */
-export interface RecordView {
-  namespace: NamespaceId;
-  kind: RecordKind;
-  key: string;
-  version: number;
-  at: number;
-  expiresAt?: number;
-  tags: string[];
-  /** Writer, principal, causing event and information-flow labels. */
-  provenance: Provenance;
-  value?: MemoryValue;
-  vector?: number[];
-  /** AES-256-GCM of msgpack `{ value, vector? }` under the namespace key. */
-  sealed?: { sealed: string; key: string };
+export interface RecordView
+  extends Pick<MemoryRecord, "namespace" | "kind" | "key" | "version" | "at" | "expiresAt" | "tags" | "provenance">,
+    Partial<Pick<MemoryRecord, "value" | "vector">> {
+  /** AES-256-GCM of msgpack `{ value, vector? }` under the record's (or the namespace's) key. */
+  sealed?: SealedBox;
   erased?: true;
 }
 
