@@ -109,7 +109,7 @@ export type Outcome =
       subject: string;
       msgId: string;
       event: PendingOf<EffectStartedEvent>;
-      charge: Charge;
+      charge?: Charge;
       call: EffectCall;
     };
 
@@ -424,7 +424,10 @@ export function decideSyscall(state: KernelState, policy: PolicyEngine, input: S
       if (narrowed.scope !== undefined) event.scope = narrowed.scope;
       const released = endorsed(state, input.approved, labels);
       if (released.length > 0) event.labels = released;
-      return { kind: "append", subject: subjects.logInbox(to), msgId, event, answer: ok, charge: { keys, message: true, open: op === SyscallOp.Request } };
+      const sent: Outcome = { kind: "append", subject: subjects.logInbox(to), msgId, event, answer: ok };
+      // Only work some budget limits needs holding as provisional (the common case: none does).
+      if (state.budgets.limits.size > 0) sent.charge = { keys, message: true, open: op === SyscallOp.Request };
+      return sent;
     }
     case SyscallOp.Reply: {
       const inReplyTo = request.inReplyTo;
@@ -521,9 +524,12 @@ export function decideSyscall(state: KernelState, policy: PolicyEngine, input: S
       );
       if (plan.reserve) event.reserved = plan.reserve;
       if (input.approved !== undefined) event.approval = input.approved;
-      const charge: Charge = { keys, open: true };
-      if (plan.reserve) charge.reserve = plan.reserve;
-      return { kind: "effect", subject: subjects.logEffect(actor), msgId, event, charge, call: plan.call };
+      const effect: Outcome = { kind: "effect", subject: subjects.logEffect(actor), msgId, event, call: plan.call };
+      if (state.budgets.limits.size > 0) {
+        effect.charge = { keys, open: true };
+        if (plan.reserve) effect.charge.reserve = plan.reserve;
+      }
+      return effect;
     }
     case SyscallOp.Approve:
       return decideApproval();

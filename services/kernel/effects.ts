@@ -103,12 +103,12 @@ export class EffectRunner {
       // Memory values go into the log sealed under their namespace's key, never in the clear.
       outcome.event.args = sealMemoryArgs(this.memoryKeys, outcome.event.op, outcome.event.target, outcome.event.args);
     }
-    state.budgets.hold(outcome.charge);
+    if (outcome.charge) state.budgets.hold(outcome.charge);
     let started: LogEvent;
     try {
       started = await appender.append(outcome.subject, outcome.msgId, () => outcome.event, traceparent);
     } finally {
-      state.budgets.release(outcome.charge);
+      if (outcome.charge) state.budgets.release(outcome.charge);
     }
     if (started.type !== EventType.EffectStarted) {
       // The same syscall id was stored before (a duplicate); its outcome is or will be recorded.
