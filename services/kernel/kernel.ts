@@ -53,6 +53,7 @@ import {
   jetstream,
   jetstreamManager,
   logPublisher,
+  readEntriesAt,
   readLog,
   readRange,
   readTail,
@@ -63,6 +64,7 @@ import {
   type NatsConnection,
   type Subscription,
 } from "../../src/transport/connection.js";
+import { READ_SEQS_MAX } from "../../src/runtime/admin.js";
 import { claimsUpdateSubject, grantsFor, loadKey, maxwellAccountJwt, mintUser, sign, systemCreds, type KeyPair } from "../../src/transport/identity.js";
 import type {
   AdminReply,
@@ -1037,6 +1039,7 @@ export class Kernel {
 
   /** Raw entries for the admin CLI, capped so an answer fits in one NATS message. */
   private async read(req: ReadRequest): Promise<ReadResult> {
+    if (req.seqs !== undefined) return this.readAt(req.seqs);
     const from = Number(req.from);
     const max = Math.min(Number(req.max ?? 1000), 5000);
     if (!Number.isInteger(from) || from < 1 || !Number.isInteger(max) || max < 1) {
@@ -1053,6 +1056,27 @@ export class Kernel {
       }
     }
     return { entries, lastSeq: info.state.last_seq };
+  }
+
+  /** Entries at scattered sequences (one trace's, found through the log index): direct gets. */
+  private async readAt(seqs: unknown): Promise<ReadResult> {
+    if (!Array.isArray(seqs) || seqs.length > READ_SEQS_MAX || !seqs.every((s) => Number.isInteger(s) && (s as number) >= 1)) {
+      throw new MaxwellError(ErrorCode.BadRequest, `read by 'seqs' takes a list of at most ${READ_SEQS_MAX} sequences (integers >= 1)`);
+    }
+    const wanted = [...new Set(seqs as number[])].sort((a, b) => a - b);
+    const [info, found] = await Promise.all([this.jsm.streams.info(LOG_STREAM), readEntriesAt(this.jsm, wanted)]);
+    const entries: ReadResult["entries"] = [];
+    let bytes = 0;
+    let settled = wanted.length;
+    for (const e of found) {
+      bytes += e.data.length + e.subject.length + 16;
+      if (bytes > 512 * 1024 && entries.length > 0) {
+        settled = wanted.indexOf(e.seq);
+        break;
+      }
+      entries.push(e);
+    }
+    return { entries, lastSeq: info.state.last_seq, settled };
   }
 
   private status(): KernelStatus {

@@ -7,7 +7,7 @@ import { existsSync } from "node:fs";
 import { ErrorCode, LOG_STREAM, MaxwellError, type StoredEntry } from "../protocol/mod.js";
 import { AdminClient } from "../runtime/admin-client.js";
 import { readJson, startEmbedded } from "../runtime/deployment.js";
-import { connectNats, jetstream, jetstreamManager, readLog } from "../transport/connection.js";
+import { connectNats, jetstream, jetstreamManager, readEntriesAt, readLog } from "../transport/connection.js";
 import { dataLayout, resolveDataDir, type DataLayout } from "../runtime/paths.js";
 import { isProcessAlive, type DaemonInfo } from "../runtime/supervisor.js";
 
@@ -34,6 +34,8 @@ export interface CliContext {
 /** Stored entries of the log, in order. */
 export interface LogSource {
   entries(opts: { from: number; follow: boolean; signal?: AbortSignal }): AsyncIterable<StoredEntry>;
+  /** The entries stored at `seqs` (direct gets), ascending; those the log does not hold are left out. */
+  entriesAt(seqs: readonly number[]): Promise<StoredEntry[]>;
   /** The stream's last sequence as the server reports it. */
   lastSeq(): Promise<number>;
   close(): Promise<void>;
@@ -69,6 +71,7 @@ export function cliContext(opts: GlobalOptions): CliContext {
         const admin = await AdminClient.connect(natsUrl(), adminCreds(), { reconnect: true });
         return {
           entries: ({ from, follow, signal }) => admin.entries(from, { follow, pollMs: FOLLOW_POLL_MS, ...(signal ? { signal } : {}) }),
+          entriesAt: (seqs) => admin.readAt(seqs),
           lastSeq: async () => (await admin.read({ from: Number.MAX_SAFE_INTEGER, max: 1 })).lastSeq,
           close: () => admin.close(),
         };
@@ -92,6 +95,7 @@ export function cliContext(opts: GlobalOptions): CliContext {
       const conn = nc;
       return {
         entries: ({ from, follow, signal }) => readLog(js, jsm, { fromSeq: from, follow, ...(signal ? { signal } : {}) }),
+        entriesAt: (seqs) => readEntriesAt(jsm, seqs),
         lastSeq: async () => (await jsm.streams.info(LOG_STREAM)).state.last_seq,
         close: async () => {
           await conn.close();

@@ -4,6 +4,7 @@
  */
 import { ErrorCode, MaxwellError, decodeMap, encode, subjects, type AdminOp } from "../protocol/mod.js";
 import { connectNats, requestRaw, type NatsConnection } from "../transport/connection.js";
+import { READ_SEQS_MAX } from "./admin.js";
 import type { ApprovalSummary, BudgetRow, BudgetSetRequest, StateReplayResult, ToolRegisterRequest, ToolRegisterResult, ToolSummary } from "./admin.js";
 import type { AdminReply, ControlRequest, ControlResult, IdentitySummary, KernelStatus, PolicyApplyResult, PolicyTestRequest, PolicyTestResult, ReadRequest, ReadResult, RegisterRequest, RegisterResult } from "./admin.js";
 
@@ -72,6 +73,24 @@ export class AdminClient {
   /** Raw log entries from `from` on, as stored. */
   read(req: ReadRequest): Promise<ReadResult> {
     return this.call("read", req, 30_000);
+  }
+
+  /**
+   * The entries stored at `seqs`, in ascending order (sequences the log does not hold are left
+   * out): as many requests as the kernel's caps need, {@link READ_SEQS_MAX} sequences at most each.
+   */
+  async readAt(seqs: readonly number[]): Promise<ReadResult["entries"]> {
+    let rest = [...new Set(seqs)].sort((a, b) => a - b);
+    const out: ReadResult["entries"] = [];
+    while (rest.length > 0) {
+      const ask = rest.slice(0, READ_SEQS_MAX);
+      const r = await this.read({ from: ask[0] as number, seqs: ask });
+      out.push(...r.entries);
+      const settled = r.settled ?? ask.length;
+      if (settled < 1) throw new MaxwellError(ErrorCode.Internal, `the kernel answered none of ${ask.length} sequences from #${ask[0]}`);
+      rest = rest.slice(settled);
+    }
+    return out;
   }
 
   /**

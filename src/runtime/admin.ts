@@ -49,13 +49,27 @@ export interface ReadRequest {
   from: number;
   /** At most this many entries (the kernel also caps the answer's size). */
   max?: number;
+  /**
+   * Instead of a range: exactly these sequences (at most {@link READ_SEQS_MAX}), e.g. one trace's
+   * events found through the log index. `from` and `max` are then ignored.
+   */
+  seqs?: number[];
 }
+
+/** Most sequences one `read` by `seqs` may ask for. */
+export const READ_SEQS_MAX = 1024;
 
 export interface ReadResult {
   /** Entries in order, exactly as stored. May skip sequences the server no longer has. */
   entries: Array<{ seq: number; subject: string; data: Uint8Array }>;
   /** The stream's last sequence as the server reports it. */
   lastSeq: number;
+  /**
+   * For a read by `seqs`: how many of the requested sequences (sorted ascending) this answer
+   * settles, found or not. Fewer than asked when the answer reached its size cap: ask again for
+   * the rest.
+   */
+  settled?: number;
 }
 
 export interface PolicyTestRequest {

@@ -54,6 +54,8 @@ export function dataLayout(dataDir: string) {
     anchor: join(dataDir, "kernel", "checkpoint.json"),
     /** Revoked credentials (killed agents), kept so a restarted server starts with them. */
     revocations: join(dataDir, "kernel", "revocations.json"),
+    /** The log index (src/runtime/log-index.ts): a disposable projection, rebuilt when removed. */
+    index: join(dataDir, "index"),
     run: join(dataDir, "run"),
     daemon: join(dataDir, "run", "daemon.json"),
     logs: join(dataDir, "logs"),

@@ -9,6 +9,7 @@ import { dirname, isAbsolute, join, resolve } from "node:path";
 import { ErrorCode, MaxwellError, assertName, type IdentityKind } from "../protocol/mod.js";
 import { writeSecret } from "../transport/identity.js";
 import { AdminClient } from "./admin-client.js";
+import { LogIndex, LogIndexFollower } from "./log-index.js";
 import { spawnService, startEmbedded, readJson, type EmbeddedServer, type ServiceProcess } from "./deployment.js";
 import { dataLayout, packageRoot, serviceEntry, type DataLayout } from "./paths.js";
 import { parseServerVersion, supportsSyncAlways } from "../transport/nats-server.js";
@@ -93,6 +94,8 @@ export class Supervisor {
   private embedded: EmbeddedServer | undefined;
   private kernel: ServiceProcess | undefined;
   private admin: AdminClient | undefined;
+  /** Keeps the log index (<data>/index) caught up, so `audit trace` finds a trace without reading the log. */
+  private indexer: LogIndexFollower | undefined;
   private readonly layout: DataLayout;
   private readonly agents = new Map<string, Supervised>();
   private readonly kernelState: Supervised = { name: "kernel", restarts: 0, backoff: BACKOFF_MIN_MS, startedAt: 0 };
@@ -171,6 +174,7 @@ export class Supervisor {
     await this.startKernel(kernelCreds);
     this.admin = await AdminClient.connect(this.url, this.layout.credsOf("admin"), { reconnect: true });
     await this.admin.waitForKernel();
+    this.startIndexer(this.admin);
     if (this.opts.external) {
       const v = this.admin.serverVersion;
       if (v) {
@@ -205,6 +209,31 @@ export class Supervisor {
     this.saveInfo();
     await this.opts.onReady?.(this.info);
     return this.info;
+  }
+
+  /** Follows the log into the log index, through the kernel with the admin credential. */
+  private startIndexer(admin: AdminClient): void {
+    const { log } = this.opts;
+    let index: LogIndex;
+    try {
+      index = LogIndex.open(this.layout.index);
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, "log index unavailable: audit and replay of a trace will read the whole log");
+      return;
+    }
+    let failing = false;
+    this.indexer = new LogIndexFollower(index, { entries: ({ from }) => admin.entries(from), entriesAt: (seqs) => admin.readAt(seqs) }, {
+      onCatchUp: (r) => {
+        failing = false;
+        if (r.rebuilt) log.info({ upTo: r.watermark?.seq }, "log index rebuilt (it described another log)");
+      },
+      onError: (err) => {
+        // The kernel may be restarting: say so once, retry quietly.
+        if (!failing) log.warn({ err: (err as Error).message }, "log index: catching up failed; retrying");
+        failing = true;
+      },
+    });
+    this.indexer.start();
   }
 
   private async ensureIdentity(name: string, kind: IdentityKind, groups: string[]): Promise<void> {
@@ -361,6 +390,7 @@ export class Supervisor {
     log.info("agents stopped");
     await Promise.all([...this.services.values()].map((s) => terminate(s.child)));
     if (this.services.size > 0) log.info("services stopped");
+    await this.indexer?.stop().catch(() => undefined);
     await this.admin?.close().catch(() => undefined);
     await terminate(this.kernel?.child);
     log.info("kernel stopped");

@@ -388,6 +388,28 @@ export async function readRange(jsm: JetStreamManager, fromSeq: number, toSeq: n
   return out;
 }
 
+/** How many direct gets {@link readEntriesAt} keeps in flight. */
+const READ_AT_IN_FLIGHT = 64;
+
+/**
+ * Reads the entries stored at `seqs` (direct gets, pipelined), in ascending sequence order;
+ * sequences the stream does not hold are left out. For scattered sequences (one trace's events).
+ */
+export async function readEntriesAt(jsm: JetStreamManager, seqs: readonly number[]): Promise<StoredEntry[]> {
+  const wanted = [...new Set(seqs)].filter((s) => Number.isInteger(s) && s >= 1).sort((a, b) => a - b);
+  const found: Array<StoredEntry | undefined> = new Array<StoredEntry | undefined>(wanted.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < wanted.length) {
+      const i = next++;
+      const m = await jsm.streams.getMessage(LOG_STREAM, { seq: wanted[i] as number });
+      if (m) found[i] = { seq: m.seq, subject: m.subject, data: m.data };
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(READ_AT_IN_FLIGHT, wanted.length) }, worker));
+  return found.filter((e): e is StoredEntry => e !== undefined);
+}
+
 /** One message from a durable consumer (a JetStream message satisfies this as it is). */
 export interface DurableMessage {
   readonly seq: number;

@@ -4,7 +4,7 @@
  * enforces these permissions; this module is where the perimeter is drawn.
  */
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { createPrivateKey, sign as cryptoSign, type KeyObject } from "node:crypto";
+import { createPrivateKey, createPublicKey, sign as cryptoSign, verify as cryptoVerify, type KeyObject } from "node:crypto";
 import { dirname, join } from "node:path";
 import * as jwt from "@nats-io/jwt";
 import { createAccount, createOperator, createServer, fromPublic, fromSeed, type KeyPair } from "@nats-io/nkeys";
@@ -207,10 +207,44 @@ export function sign(kp: KeyPair, message: string): string {
   return cryptoSign(null, Buffer.from(message, "utf8"), key).toString("base64");
 }
 
-/** Checks a base64 ed25519 signature by a public nkey. False on any malformed input. */
+const ED25519_SPKI_PREFIX = Buffer.from("302a300506032b6570032100", "hex");
+const BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+/** Public keys seen, as node key objects (a log names a handful: the kernel's, a fork's). */
+const nodePublicKeys = new Map<string, KeyObject>();
+
+/** The node key object of a public nkey (checked by nkeys: prefix and checksum). */
+function nodePublicKey(publicKey: string): KeyObject {
+  let key = nodePublicKeys.get(publicKey);
+  if (key) return key;
+  fromPublic(publicKey);
+  // base32 (RFC 4648, unpadded) of: prefix byte, 32-byte ed25519 key, crc16.
+  const bytes: number[] = [];
+  let bits = 0;
+  let value = 0;
+  for (const c of publicKey) {
+    value = (value << 5) | BASE32.indexOf(c);
+    bits += 5;
+    if (bits >= 8) {
+      bytes.push((value >>> (bits - 8)) & 0xff);
+      bits -= 8;
+    }
+  }
+  key = createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, Buffer.from(bytes.slice(1, 33))]), format: "der", type: "spki" });
+  if (nodePublicKeys.size >= 64) nodePublicKeys.clear();
+  nodePublicKeys.set(publicKey, key);
+  return key;
+}
+
+/**
+ * Checks a base64 ed25519 signature by a public nkey. False on any malformed input. Native
+ * ed25519 (tens of µs) rather than nkeys' pure-JS verify (about 10 ms): an audit or a verify
+ * checks many checkpoints.
+ */
 export function verifySignature(publicKey: string, message: string, signatureBase64: string): boolean {
   try {
-    return fromPublic(publicKey).verify(new TextEncoder().encode(message), Buffer.from(signatureBase64, "base64"));
+    const sig = Buffer.from(signatureBase64, "base64");
+    if (sig.length !== 64) return false;
+    return cryptoVerify(null, Buffer.from(message, "utf8"), nodePublicKey(publicKey), sig);
   } catch {
     return false;
   }

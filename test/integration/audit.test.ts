@@ -15,10 +15,12 @@ import { promisify } from "node:util";
 import { createServer } from "@nats-io/nkeys";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EventType, SyscallOp, checkpointMessage, decodeMap, encode, newScope, subjects, syscallId, type LogEvent } from "../../src/protocol/mod.js";
+import { TraceCollector, auditTrace } from "../../src/runtime/audit.js";
+import { LogIndex, indexedTraceEvidence, type LogReader } from "../../src/runtime/log-index.js";
 import { cliEntry } from "../../src/runtime/paths.js";
 import { createLogger } from "../../src/runtime/logger.js";
 import { connectNats, type NatsConnection } from "../../src/transport/connection.js";
-import { sign } from "../../src/transport/identity.js";
+import { sign, verifySignature } from "../../src/transport/identity.js";
 import { SyscallClient } from "../../src/sdk/syscalls.js";
 import { defineAgent } from "../../src/sdk/mod.js";
 import { LlmGateway } from "../../services/llm/gateway.js";
@@ -194,6 +196,78 @@ describe("maxwell audit and log export", () => {
     for (const id of expected) expect(html).toContain(`id="ev-${id}"`);
     for (const e of log.filter((x) => "trace" in x && x.trace === otherTrace)) expect(html).not.toContain(e.id);
     expect(html).not.toMatch(/<script|<link |(src|href)="https?:/i);
+  });
+
+  it("audit trace through the log index prints exactly what a full scan of the log prints", async () => {
+    const generated = (html: string) => html.replace(/ at \d{4}-\d\d-\d\dT[\d:.]+Z; check the whole chain/, " at TIME; check the whole chain");
+    for (const t of [trace.slice(0, 10), otherTrace]) {
+      const [text, scanText, json, scanJson] = await Promise.all([
+        maxwell("audit", "trace", t),
+        maxwell("audit", "trace", t, "--scan"),
+        maxwell("audit", "trace", t, "--json", "--html", join(out, `indexed-${t}.html`)),
+        maxwell("audit", "trace", t, "--json", "--scan", "--html", join(out, `scanned-${t}.html`)),
+      ]);
+      expect(text.code).toBe(0);
+      expect(text.stderr).toBe("");
+      expect(text.stdout).toBe(scanText.stdout);
+      expect(json.code).toBe(0);
+      expect(JSON.parse(json.stdout)).toEqual(JSON.parse(scanJson.stdout));
+      expect(generated(readFileSync(join(out, `indexed-${t}.html`), "utf8"))).toBe(generated(readFileSync(join(out, `scanned-${t}.html`), "utf8")));
+    }
+    const missing = await Promise.all([maxwell("audit", "trace", "0123456789abcdef"), maxwell("audit", "trace", "0123456789abcdef", "--scan")]);
+    expect(missing[0]).toEqual(missing[1]);
+    expect(missing[0].code).toBe(1);
+    // The CLI built the index in the data dir and caught it up to the log's end.
+    const index = LogIndex.open(h.layout.index);
+    try {
+      expect(index.watermark()?.seq).toBeGreaterThanOrEqual((log.at(-1) as LogEvent).seq);
+    } finally {
+      await index.close();
+    }
+  });
+
+  it("audit trace through the index reads the trace's entries and the checkpoints that sign them, not the log", async () => {
+    const index = LogIndex.open(join(out, "index"));
+    let scanned = 0;
+    let fetched = 0;
+    // Through the kernel, as the CLI reads when a daemon runs: pages of the log, and entries by sequence.
+    const reader: LogReader = {
+      async *entries({ from }) {
+        for await (const e of h.admin.entries(from)) {
+          scanned += 1;
+          yield e;
+        }
+      },
+      async entriesAt(seqs) {
+        const found = await h.admin.readAt(seqs);
+        fetched += found.length;
+        return found;
+      },
+    };
+    try {
+      // A longer log around the trace: other work the audit must not read.
+      for (let i = 0; i < 300; i += 50) await Promise.all(Array.from({ length: 50 }, (_, j) => h.admin.budgetSet({ scope: "agent", name: "bystander", limits: { toolCalls: 1000 + i + j } })));
+      await index.catchUp(reader);
+      const total = scanned;
+      expect(total).toBeGreaterThanOrEqual(log.length + 300);
+      scanned = 0;
+      fetched = 0;
+      await index.catchUp(reader);
+      const evidence = await indexedTraceEvidence(index, reader, trace.slice(0, 8), verifySignature);
+      const audit = auditTrace(evidence);
+      // What a full scan finds, from this process's own read of the whole log.
+      const scan = new TraceCollector(trace.slice(0, 8), verifySignature);
+      for await (const e of h.admin.entries(1)) scan.add(e);
+      expect(audit).toEqual(auditTrace(scan.result()));
+      expect(audit.events).toBe(expected.length);
+      // Only what was appended since the first catch-up was read in order; the rest by sequence:
+      // the trace's events, each covering checkpoint and the entry it signs, and the genesis event.
+      expect(scanned).toBeLessThan(10);
+      expect(fetched).toBeLessThanOrEqual(expected.length + 2 * audit.checkpoints.length + 1);
+      expect(fetched).toBeLessThan(total / 10);
+    } finally {
+      await index.close();
+    }
   });
 
   it("audit principal and audit agent summarize, and --since narrows", async () => {

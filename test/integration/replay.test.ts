@@ -9,7 +9,8 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EventType, SyscallOp, newScope, subjects, syscallId, type LogEvent } from "../../src/protocol/mod.js";
+import { EventType, SyscallOp, decodeMap, newScope, subjects, syscallId, type LogEvent } from "../../src/protocol/mod.js";
+import { LogIndex, indexedReplayEntries, type LogReader } from "../../src/runtime/log-index.js";
 import { createLogger } from "../../src/runtime/logger.js";
 import { packageRoot } from "../../src/runtime/paths.js";
 import { connectNats, type NatsConnection } from "../../src/transport/connection.js";
@@ -253,6 +254,55 @@ describe("agent replay of a recorded multi-agent run", () => {
     expect(usage.stderr).toContain("--trace or by --from/--to");
     expect((await maxwell("replay", "agent", "nobody", "--code", join(dir, "planner.js"))).code).toBe(1);
     expect((await maxwell("replay", "agent", "--help")).stdout).toContain("4  divergence");
+  });
+
+  it("replays a trace through the log index exactly as from the whole log", async () => {
+    const index = LogIndex.open(join(h.dir, "index-replay"));
+    const reader: LogReader = { entries: ({ from }) => h.admin.entries(from), entriesAt: (seqs) => h.admin.readAt(seqs) };
+    // (clocky is left out: its replays differ from each other, it reads the wall clock.)
+    try {
+      await index.catchUp(reader);
+      const cases: Array<[string, string]> = [
+        ["planner", "planner.js"],
+        ["planner", "planner-changed.js"],
+        ["helper", "helper.js"],
+        ["janitor", "janitor.js"],
+      ];
+      let compared = 0;
+      for (const [name, file] of cases) {
+        const traces = [...new Set(log.filter((e) => e.type === EventType.Message && e.to === name).map((e) => ("trace" in e ? e.trace : "")))];
+        expect(traces.length).toBeGreaterThan(0);
+        for (const trace of [...traces, "0123456789abcdef"]) {
+          const entries = await indexedReplayEntries(index, reader, name, trace.slice(0, 12));
+          const events = entries.map((e) => decodeMap(e.data) as unknown as LogEvent);
+          expect(events.length).toBeLessThan(log.length);
+          const def = await load(file);
+          expect(await replayAgent(def, events, { name, trace: trace.slice(0, 12) })).toEqual(await replayAgent(def, log, { name, trace: trace.slice(0, 12) }));
+          compared += 1;
+        }
+      }
+      expect(compared).toBeGreaterThanOrEqual(cases.length * 2);
+      // Through the built CLI: the index (in the data dir) and --scan print the same report.
+      const first = log.find((e) => e.type === EventType.Message && e.to === "planner");
+      const trace = first && "trace" in first ? first.trace : "";
+      const janitor = log.find((e) => e.type === EventType.Message && e.to === "janitor");
+      const janitorTrace = janitor && "trace" in janitor ? janitor.trace : "";
+      const runs = await Promise.all([
+        maxwell("replay", "agent", "planner", "--code", join(dir, "planner-changed.js"), "--trace", trace.slice(0, 8), "--json"),
+        maxwell("replay", "agent", "planner", "--code", join(dir, "planner-changed.js"), "--trace", trace.slice(0, 8), "--json", "--scan"),
+        maxwell("replay", "agent", "janitor", "--code", join(dir, "janitor.js"), "--trace", janitorTrace),
+        maxwell("replay", "agent", "janitor", "--code", join(dir, "janitor.js"), "--trace", janitorTrace, "--scan"),
+      ]);
+      expect(runs[0].code).toBe(4);
+      expect(runs[0]).toEqual(runs[1]);
+      expect(runs[2]).toMatchObject({ code: 0, stdout: "identical: 1 syscall matched over 1 delivery\n" });
+      expect(runs[2]).toEqual(runs[3]);
+      const nobody = await Promise.all([maxwell("replay", "agent", "nobody", "--code", join(dir, "planner.js"), "--trace", "abc"), maxwell("replay", "agent", "nobody", "--code", join(dir, "planner.js"), "--trace", "abc", "--scan")]);
+      expect(nobody[0].code).toBe(1);
+      expect(nobody[0]).toEqual(nobody[1]);
+    } finally {
+      await index.close();
+    }
   });
 
   it("takes the agent's command from <data>/maxwell.json, and replays one trace", async () => {

@@ -2,14 +2,16 @@
  * `maxwell audit trace|principal|agent`: what the log says about one piece of work (its causal
  * tree, with decisions, costs, holds and the checkpoints that sign it), or what one principal or
  * agent did. Reads the log like `maxwell log` (through the daemon, or the data dir's own server
- * when none runs); the trees and summaries are built in src/runtime/audit.ts.
+ * when none runs); the trees and summaries are built in src/runtime/audit.ts. `audit trace` finds
+ * the trace's entries through the log index (src/runtime/log-index.ts) and reads only those.
  */
 import { writeFileSync } from "node:fs";
 import type { Command } from "commander";
 import { decodeMap, type LogEvent } from "../../protocol/mod.js";
-import { ActivityFold, TraceCollector, auditTrace, formatSummary, formatTrace, parseSince, renderTraceHtml, type Since, type SummarySubject } from "../../runtime/audit.js";
+import { ActivityFold, TraceCollector, auditTrace, formatSummary, formatTrace, parseSince, renderTraceHtml, type Since, type SummarySubject, type TraceEvidence } from "../../runtime/audit.js";
+import { LogIndex, indexedTraceEvidence } from "../../runtime/log-index.js";
 import { verifySignature } from "../../transport/identity.js";
-import { cliContext, fail, type GlobalOptions } from "../context.js";
+import { cliContext, fail, type GlobalOptions, type LogSource } from "../context.js";
 
 export function registerAudit(program: Command, globals: () => GlobalOptions): void {
   const audit = program.command("audit").description("audit the log: the causal tree of one trace, or what a principal or an agent did");
@@ -18,7 +20,8 @@ export function registerAudit(program: Command, globals: () => GlobalOptions): v
     .description("the causal tree of one piece of work: who asked, every hop, decision, model and tool call, hold and human decision, with times and the checkpoints that sign it")
     .option("--json", "print the tree as JSON")
     .option("--html <file>", "also write a self-contained HTML report to FILE")
-    .action(async (trace: string, opts: { json?: boolean; html?: string }) => {
+    .option("--scan", "read the whole log instead of the log index (<data>/index)")
+    .action(async (trace: string, opts: { json?: boolean; html?: string; scan?: boolean }) => {
       try {
         await traceCommand(globals(), trace, opts);
       } catch (err) {
@@ -46,18 +49,44 @@ export function registerAudit(program: Command, globals: () => GlobalOptions): v
   }
 }
 
-async function traceCommand(g: GlobalOptions, trace: string, opts: { json?: boolean; html?: string }): Promise<void> {
-  const collector = new TraceCollector(trace.toLowerCase(), verifySignature);
-  const source = await cliContext(g).openLog("audit");
+async function traceCommand(g: GlobalOptions, trace: string, opts: { json?: boolean; html?: string; scan?: boolean }): Promise<void> {
+  const ctx = cliContext(g);
+  const prefix = trace.toLowerCase();
+  const source = await ctx.openLog("audit");
+  let evidence: TraceEvidence;
   try {
-    for await (const entry of source.entries({ from: 1, follow: false })) collector.add(entry);
+    evidence = opts.scan ? await scanTrace(source, prefix) : await indexedTrace(ctx.layout.index, source, prefix);
   } finally {
     await source.close();
   }
-  const audit = auditTrace(collector.result());
+  const audit = auditTrace(evidence);
   if (opts.html) writeFileSync(opts.html, renderTraceHtml(audit, Date.now()));
   if (opts.json) process.stdout.write(JSON.stringify(audit, binSafe, 2) + "\n");
   else process.stdout.write(formatTrace(audit) + (opts.html ? `HTML report written to ${opts.html}\n` : ""));
+}
+
+/** The trace's evidence from a full read of the log. */
+async function scanTrace(source: LogSource, prefix: string): Promise<TraceEvidence> {
+  const collector = new TraceCollector(prefix, verifySignature);
+  for await (const entry of source.entries({ from: 1, follow: false })) collector.add(entry);
+  return collector.result();
+}
+
+/** The trace's evidence through the log index: its own entries and the few that sign them. */
+async function indexedTrace(path: string, source: LogSource, prefix: string): Promise<TraceEvidence> {
+  let index: LogIndex;
+  try {
+    index = LogIndex.open(path);
+  } catch (err) {
+    process.stderr.write(`warning: ${(err as Error).message}; reading the whole log\n`);
+    return scanTrace(source, prefix);
+  }
+  try {
+    await index.catchUp(source);
+    return await indexedTraceEvidence(index, source, prefix, verifySignature);
+  } finally {
+    await index.close();
+  }
 }
 
 async function summaryCommand(g: GlobalOptions, subject: SummarySubject, since: Since | undefined, json: boolean): Promise<void> {

@@ -8,7 +8,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Command } from "commander";
-import { ErrorCode, MaxwellError, decodeMap, type LogEvent } from "../../protocol/mod.js";
+import { ErrorCode, MaxwellError, decodeMap, type LogEvent, type StoredEntry } from "../../protocol/mod.js";
+import { LogIndex, indexedReplayEntries } from "../../runtime/log-index.js";
 import { createLogger } from "../../runtime/logger.js";
 import { packageRoot } from "../../runtime/paths.js";
 import { demoConfig, type AgentSpec, type DaemonConfig } from "../../runtime/supervisor.js";
@@ -40,6 +41,7 @@ interface ReplayAgentOptions {
   json?: boolean;
   verbose?: boolean;
   timeout?: string;
+  scan?: boolean;
 }
 
 /** Registers `maxwell replay` and its `agent` subcommand; returns the `replay` command for more. */
@@ -57,6 +59,7 @@ export function registerReplay(program: Command, globals: () => GlobalOptions): 
     .option("--timeout <ms>", "give up on a handler that runs this long without finishing (default 30000)")
     .option("--verbose", "show the agent's own log lines")
     .option("--json", "print the report as JSON")
+    .option("--scan", "with --trace: read the whole log instead of the log index (<data>/index)")
     .addHelpText("after", EXIT_CODES)
     .action(async (name: string, opts: ReplayAgentOptions) => {
       let options: ReplayOptions;
@@ -113,8 +116,8 @@ async function runReplay(g: GlobalOptions, options: ReplayOptions, opts: ReplayA
   process.env["MAXWELL_AGENT"] = options.name;
   const def = await loadDefinition(path);
 
-  const events = await readEvents(ctx, options.from ?? 1);
-  if (!events.some((e) => mentions(e, options.name))) {
+  const { events, mentioned } = options.trace !== undefined && !opts.scan ? await readTraceEvents(ctx, options.name, options.trace) : await readAllEvents(ctx, options.name, options.from ?? 1);
+  if (!mentioned) {
     throw new MaxwellError(ErrorCode.NotFound, `agent '${options.name}' appears nowhere in the log${options.from !== undefined ? ` from #${options.from}` : ""}`);
   }
   if (opts.verbose) options.log = createLogger(`replay:${options.name}`, "debug");
@@ -130,21 +133,59 @@ function mentions(e: LogEvent, name: string): boolean {
   return r["actor"] === name || r["to"] === name || r["name"] === name;
 }
 
-async function readEvents(ctx: ReturnType<typeof cliContext>, from: number): Promise<LogEvent[]> {
+/** The events replay reads, and whether the agent appears anywhere in the log. */
+interface ReplayInput {
+  events: LogEvent[];
+  mentioned: boolean;
+}
+
+function decodeEntry(entry: StoredEntry): LogEvent {
+  try {
+    return decodeMap(entry.data) as unknown as LogEvent;
+  } catch {
+    throw new MaxwellError(ErrorCode.Internal, `log entry #${entry.seq} cannot be decoded (run 'maxwell verify')`);
+  }
+}
+
+/** The whole log from `from` on. */
+async function readAllEvents(ctx: ReturnType<typeof cliContext>, name: string, from: number): Promise<ReplayInput> {
   const source = await ctx.openLog("replay");
   const events: LogEvent[] = [];
   try {
-    for await (const entry of source.entries({ from, follow: false })) {
-      try {
-        events.push(decodeMap(entry.data) as unknown as LogEvent);
-      } catch {
-        throw new MaxwellError(ErrorCode.Internal, `log entry #${entry.seq} cannot be decoded (run 'maxwell verify')`);
-      }
-    }
+    for await (const entry of source.entries({ from, follow: false })) events.push(decodeEntry(entry));
   } finally {
     await source.close();
   }
-  return events;
+  return { events, mentioned: events.some((e) => mentions(e, name)) };
+}
+
+/**
+ * Only what a replay of the traces `prefix` names needs, found through the log index: their
+ * events, the decisions on their holds and the agent's rejected syscalls. Fails on an entry that
+ * does not decode anywhere in the log, as the full read does.
+ */
+async function readTraceEvents(ctx: ReturnType<typeof cliContext>, name: string, prefix: string): Promise<ReplayInput> {
+  let index: LogIndex;
+  try {
+    index = LogIndex.open(ctx.layout.index);
+  } catch (err) {
+    process.stderr.write(`warning: ${(err as Error).message}; reading the whole log\n`);
+    return readAllEvents(ctx, name, 1);
+  }
+  const source = await ctx.openLog("replay").catch(async (err: unknown) => {
+    await index.close();
+    throw err;
+  });
+  try {
+    await index.catchUp(source);
+    const [undecodable] = index.undecodable();
+    if (undecodable !== undefined) throw new MaxwellError(ErrorCode.Internal, `log entry #${undecodable} cannot be decoded (run 'maxwell verify')`);
+    const entries = await indexedReplayEntries(index, source, name, prefix);
+    return { events: entries.map(decodeEntry), mentioned: index.mentions(name) };
+  } finally {
+    await source.close();
+    await index.close();
+  }
 }
 
 /** The agent's entry in the config (or the demo's), and the folder its relative paths start from. */
