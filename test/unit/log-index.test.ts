@@ -25,7 +25,7 @@ import {
 } from "../../src/protocol/mod.js";
 import { TraceCollector, auditTrace, type TraceEvidence } from "../../src/runtime/audit.js";
 import { startEmbedded, type EmbeddedServer } from "../../src/runtime/deployment.js";
-import { LogIndex, indexedReplayEntries, indexedTraceEvidence, type LogReader } from "../../src/runtime/log-index.js";
+import { LogIndex, LogIndexFollower, indexedReplayEntries, indexedTraceEvidence, type LogReader } from "../../src/runtime/log-index.js";
 import { connectNats, ensureLogStream, jetstream, jetstreamManager, readEntriesAt, readLog, type JetStreamClient, type JetStreamManager, type NatsConnection } from "../../src/transport/connection.js";
 import { sign, verifySignature } from "../../src/transport/identity.js";
 
@@ -283,6 +283,35 @@ describe("log index", () => {
     } finally {
       await one.close();
       await two.close();
+    }
+  });
+
+  it("follows a growing log until stopped (the daemon's follower)", async () => {
+    const index = LogIndex.open(indexDir());
+    const caughtUp: number[] = [];
+    let wake: (() => void) | undefined;
+    const follower = new LogIndexFollower(index, reader(a.log.js, a.log.jsm), {
+      pollMs: 20,
+      onCatchUp: (r) => {
+        caughtUp.push(r.watermark?.seq ?? 0);
+        wake?.();
+      },
+    });
+    const reached = (seq: number) => new Promise<void>((resolve) => (wake = () => (caughtUp.at(-1) === seq ? resolve() : undefined)));
+    const first = reached(a.log.seq);
+    follower.start();
+    await first;
+    const fresh = newTraceId();
+    await a.log.work(fresh, "agent-0");
+    const second = reached(a.log.seq);
+    await second;
+    await follower.stop();
+    const check = LogIndex.open(indexDir());
+    try {
+      expect(check.watermark()).toEqual({ seq: a.log.seq, hash: a.log.head });
+      expect(check.seqsOf(fresh)).toHaveLength(3);
+    } finally {
+      await check.close();
     }
   });
 
