@@ -65,7 +65,8 @@ import {
   type Subscription,
 } from "../../src/transport/connection.js";
 import { READ_SEQS_MAX } from "../../src/runtime/admin.js";
-import { claimsUpdateSubject, grantsFor, loadKey, maxwellAccountJwt, mintUser, sign, systemCreds, type KeyPair } from "../../src/transport/identity.js";
+import { claimsUpdateSubject, grantsFor, loadKey, maxwellAccountJwt, mintUser, sign, systemCreds, writeSecret, type KeyPair } from "../../src/transport/identity.js";
+import { dataLayout } from "../../src/runtime/paths.js";
 import type {
   AdminReply,
   ApprovalSummary,
@@ -131,6 +132,13 @@ export interface KernelOptions {
   /** How long a held action waits for a human (default 15 minutes). */
   approvalTtlMs?: number;
   memory?: MemoryRules;
+  /**
+   * Take over a log another kernel started (a fork's sandbox, `maxwell replay fork`): when the
+   * key in effect in the log is not this kernel's, append a `kernel.fork` event handing over to
+   * this kernel's key, with fresh credentials for the identities (written to `<data>/creds`).
+   * Without it, such a log is refused.
+   */
+  fork?: boolean;
 }
 
 const tracer = trace.getTracer("maxwell-kernel");
@@ -214,7 +222,8 @@ export class Kernel {
     if (this.state.kernelKey === undefined) {
       await this.appendKernel("genesis", { type: EventType.Genesis, kernelKey: this.kernelPublicKey });
     } else if (this.state.kernelKey !== this.kernelPublicKey) {
-      throw new MaxwellError(ErrorCode.Conflict, `the log was started by kernel key ${this.state.kernelKey}, but this kernel holds ${this.kernelPublicKey}`);
+      if (!this.opts.fork) throw new MaxwellError(ErrorCode.Conflict, `the log was started by kernel key ${this.state.kernelKey}, but this kernel holds ${this.kernelPublicKey}`);
+      await this.takeOverFork(this.state.kernelKey);
     }
     await this.loadPolicies();
 
@@ -629,7 +638,31 @@ export class Kernel {
 
   // ---------------------------------------------------------------- housekeeping
 
-  private async appendKernel(what: "genesis" | "policy" | "checkpoint" | "budget", fields: Record<string, unknown>, build?: (seq: number, prev: string) => Record<string, unknown>): Promise<LogEvent> {
+  /**
+   * The first write to a forked log: hands the log over to this kernel's key and gives every
+   * identity a credential minted by this kernel's account (the parent's credentials mean nothing
+   * to this server). Killed identities get none: they stay killed.
+   */
+  private async takeOverFork(parentKey: string): Promise<void> {
+    if (this.opts.dataDir === undefined) throw new MaxwellError(ErrorCode.BadRequest, "taking over a forked log needs a data directory to write the new credentials to");
+    const layout = dataLayout(this.opts.dataDir);
+    const identities: Record<string, string> = {};
+    const creds = new Map<string, Uint8Array>();
+    for (const identity of this.state.identities.values()) {
+      if (identity.control === AgentState.Killed) continue;
+      const minted = await mintUser(this.accountKp, identity.name, identity.kind === "agent" ? grantsFor.agent(identity.name) : grantsFor.principal(identity.name));
+      identities[identity.name] = minted.publicKey;
+      creds.set(identity.name, minted.creds);
+      if (identity.kind === "agent") await ensureAgentConsumers(this.jsm, identity.name);
+    }
+    const upTo = this.state.head.seq;
+    // Written first: should the append fail, the next start mints (and writes) them again.
+    for (const [name, content] of creds) writeSecret(layout.credsOf(name), content);
+    await this.appendKernel("fork", { type: EventType.Fork, upTo, parentKey, kernelKey: this.kernelPublicKey, identities });
+    this.opts.log.warn({ upTo, parentKey, kernelKey: this.kernelPublicKey, identities: creds.size }, "took over a forked log");
+  }
+
+  private async appendKernel(what: "genesis" | "fork" | "policy" | "checkpoint" | "budget", fields: Record<string, unknown>, build?: (seq: number, prev: string) => Record<string, unknown>): Promise<LogEvent> {
     const id = newEventId();
     return this.appender.append(subjects.logKernel(what), `kernel:${id}`, (seq, prev) => ({
       v: EVENT_VERSION,

@@ -12,13 +12,16 @@ import { Kernel } from "./kernel.js";
 import { memoryRules } from "../../src/memory/ops.js";
 
 const HELP = `usage: maxwell-kernel --nats URL [--data DIR] [--creds FILE] [--account-key FILE] [--kernel-key FILE] [--policies FILE]
-                      [--approval-ttl-ms N]
+                      [--approval-ttl-ms N] [--fork]
 
 Runs Maxwell's kernel: the reference monitor and sole writer of the log.
 Defaults come from the data directory (--data, MAXWELL_HOME, or ./.maxwell).
 
   --approval-ttl-ms N   how long an action held for a human waits before it expires (= deny);
-                        default 900000 (15 minutes)`;
+                        default 900000 (15 minutes)
+  --fork                take over a log another kernel key started (the sandbox of 'maxwell replay
+                        fork'): append a kernel.fork event handing over to this kernel's key and
+                        mint fresh credentials for its identities; without it such a log is refused`;
 
 const { values } = parseArgs({
   options: {
@@ -29,6 +32,7 @@ const { values } = parseArgs({
     "kernel-key": { type: "string" },
     policies: { type: "string" },
     "approval-ttl-ms": { type: "string" },
+    fork: { type: "boolean" },
     help: { type: "boolean", short: "h" },
   },
 });
@@ -65,6 +69,7 @@ const kernel = new Kernel({
   dataDir: layout.root,
   memory: memoryRules,
   ...(approvalTtlMs ? { approvalTtlMs } : {}),
+  ...(values.fork ? { fork: true } : {}),
   log,
 });
 

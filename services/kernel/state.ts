@@ -197,6 +197,14 @@ export function evolve(state: KernelState, event: LogEvent, hash: string): Kerne
     case EventType.Genesis:
       state.kernelKey = event.kernelKey;
       break;
+    case EventType.Fork:
+      // Another kernel writes from here on, with credentials of its own for the identities.
+      state.kernelKey = event.kernelKey;
+      for (const [name, publicKey] of Object.entries(event.identities)) {
+        const identity = state.identities.get(name);
+        if (identity) identity.publicKey = publicKey;
+      }
+      break;
     case EventType.PolicyLoaded:
       state.policySet = event.policySet;
       break;

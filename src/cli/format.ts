@@ -37,6 +37,8 @@ export function formatEvent(e: LogEvent): string {
       return `${head}checkpoint up to #${e.upTo} head ${e.head.slice(0, 12)}… signed`;
     case "kernel.genesis":
       return `${head}genesis  kernel key ${e.kernelKey}`;
+    case "kernel.fork":
+      return `${head}FORK     of #1..#${e.upTo} (kernel key ${e.parentKey.slice(0, 12)}…): kernel key ${e.kernelKey} from here on, ${Object.keys(e.identities).length} credentials reissued`;
     case "agent.controlled":
       return `${head}control  ${e.agent} is now ${e.state.toUpperCase()}${e.reason ? `: ${e.reason}` : ""}`;
     case "effect.started":

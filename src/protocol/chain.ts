@@ -48,6 +48,13 @@ export type SignatureCheck = (publicKey: string, message: string, signatureBase6
 /**
  * Incremental verifier. Feed entries in stream order; the first problem sticks.
  * `trustedKey` is the kernel's public key from the data dir: checkpoints by any other key fail.
+ *
+ * A forked log (`maxwell replay fork`) changes keys: its genesis names the parent's kernel key,
+ * and a `kernel.fork` event hands over to the fork's. Every checkpoint must be signed by the key
+ * in effect where it stands (genesis key before the fork, the fork's after it), and the trusted
+ * key must be the one in effect at the end: checkpoints by the parent's key count only when a
+ * fork event, itself covered by the trusted key's later checkpoints, hands over to that key.
+ * Without a trusted key, only signatures (and the fork's parent key) are checked.
  */
 export class ChainVerifier {
   private expectedSeq = 1;
@@ -58,6 +65,10 @@ export class ChainVerifier {
   private checkpoints = 0;
   private checkpointedTo = 0;
   private lastCheckpointSeq = 0;
+  /** The kernel key named by the genesis event, then by each fork event. */
+  private keyInEffect: string | undefined;
+  /** The first checkpoint signed by another key than the trusted one, unless a fork hands over to it later. */
+  private untrusted: ChainProblem | undefined;
 
   constructor(
     private readonly trustedKey: string | undefined,
@@ -102,6 +113,22 @@ export class ChainVerifier {
       );
       return;
     }
+    if (event["type"] === EventType.Genesis && typeof event["kernelKey"] === "string") this.keyInEffect ??= event["kernelKey"];
+    if (event["type"] === EventType.Fork) {
+      const parentKey = event["parentKey"];
+      const kernelKey = event["kernelKey"];
+      if (typeof parentKey !== "string" || typeof kernelKey !== "string") {
+        this.fail(entry.seq, "fork event is malformed");
+        return;
+      }
+      if (this.keyInEffect !== undefined && parentKey !== this.keyInEffect) {
+        // Named here rather than at an earlier checkpoint this bad handover would have vindicated.
+        this.problem ??= { seq: entry.seq, reason: `fork names parent kernel key ${parentKey}, but the key in effect is ${this.keyInEffect}` };
+        return;
+      }
+      this.keyInEffect = kernelKey;
+      if (kernelKey === this.trustedKey) this.untrusted = undefined;
+    }
     if (event["type"] === EventType.Checkpoint) {
       const upTo = event["upTo"];
       const claimedHead = event["head"];
@@ -111,9 +138,19 @@ export class ChainVerifier {
         this.fail(entry.seq, "checkpoint is malformed");
         return;
       }
-      if (this.trustedKey !== undefined && key !== this.trustedKey) {
-        this.fail(entry.seq, `checkpoint signed by ${key}, not the kernel key ${this.trustedKey}`);
+      // Without a trusted key only signatures are checked, whoever signed.
+      if (this.trustedKey !== undefined && this.keyInEffect !== undefined && key !== this.keyInEffect) {
+        this.fail(entry.seq, `checkpoint signed by ${key}, not the kernel key in effect ${this.keyInEffect}`);
         return;
+      }
+      if (this.trustedKey !== undefined && key !== this.trustedKey) {
+        const problem = { seq: entry.seq, reason: `checkpoint signed by ${key}, not the kernel key ${this.trustedKey}` };
+        if (this.keyInEffect === undefined) {
+          this.fail(problem.seq, problem.reason);
+          return;
+        }
+        // Signed by the parent of a fork, perhaps: fine if a fork hands over to the trusted key later.
+        this.untrusted ??= problem;
       }
       const known = upTo === entry.seq - 1 ? this.head : this.heads.get(upTo);
       if (known !== claimedHead) {
@@ -146,6 +183,7 @@ export class ChainVerifier {
    */
   finish(expectedLastSeq?: number, anchor?: { upTo: number; head: string }): VerifyReport {
     const lastSeq = this.expectedSeq - 1;
+    if (this.untrusted) this.fail(this.untrusted.seq, this.untrusted.reason);
     if (!this.problem && expectedLastSeq !== undefined && lastSeq < expectedLastSeq) {
       this.fail(lastSeq + 1, `event ${lastSeq + 1} is missing (stream reports last seq ${expectedLastSeq})`);
     }
@@ -171,6 +209,8 @@ export class ChainVerifier {
   }
 
   private fail(seq: number, reason: string): void {
+    // A checkpoint by an untrusted key that no fork vindicated came first.
+    if (this.untrusted && this.untrusted.seq < seq) this.problem ??= this.untrusted;
     this.problem ??= { seq, reason };
   }
 }

@@ -13,6 +13,7 @@ export const EVENT_VERSION = 1;
 
 export const EventType = {
   Genesis: "kernel.genesis",
+  Fork: "kernel.fork",
   PolicyLoaded: "policy.loaded",
   IdentityRegistered: "identity.registered",
   Message: "message",
@@ -94,6 +95,24 @@ export interface GenesisEvent extends EventBase {
   type: typeof EventType.Genesis;
   /** Public nkey that signs checkpoints. */
   kernelKey: string;
+}
+
+/**
+ * A fork (`maxwell replay fork`): this log's first `upTo` entries were copied verbatim from
+ * another log (whose kernel key is `parentKey`), and from here on a different kernel writes it.
+ * Checkpoints before this event are signed by the parent's key, checkpoints after it by
+ * `kernelKey`. The forking kernel minted fresh credentials for the identities it took over.
+ */
+export interface ForkEvent extends EventBase {
+  type: typeof EventType.Fork;
+  /** Last sequence copied from the parent log (the entry just before this event). */
+  upTo: number;
+  /** The kernel key in effect in the parent log at `upTo`. */
+  parentKey: string;
+  /** Public nkey that signs this log's checkpoints from now on. */
+  kernelKey: string;
+  /** Identity name → public nkey of the credential the forking kernel minted for it. */
+  identities: Record<string, string>;
 }
 
 export interface PolicyLoadedEvent extends EventBase {
@@ -308,6 +327,7 @@ export interface ToolRegisteredEvent extends EventBase {
 
 export type LogEvent =
   | GenesisEvent
+  | ForkEvent
   | PolicyLoadedEvent
   | IdentityRegisteredEvent
   | MessageEvent

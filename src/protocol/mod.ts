@@ -45,6 +45,7 @@ export type {
   CheckpointEvent,
   Decision,
   DeniedEvent,
+  ForkEvent,
   GenesisEvent,
   IdentityRegisteredEvent,
   LogEvent,

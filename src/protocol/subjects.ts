@@ -144,7 +144,7 @@ export const subjects = {
   /** Log: an operator paused, resumed, quarantined or released an agent. */
   logControl: (agent: string): string => `${PREFIX}.log.ctl.${named(agent)}`,
   /** Log: kernel housekeeping (genesis, policy loads, checkpoints, budgets). */
-  logKernel: (what: "genesis" | "policy" | "checkpoint" | "budget"): string => `${PREFIX}.log.k.${what}`,
+  logKernel: (what: "genesis" | "fork" | "policy" | "checkpoint" | "budget"): string => `${PREFIX}.log.k.${what}`,
   /** Log: an actor's effects (model calls, tool calls, memory operations) and their outcomes. */
   logEffect: (actor: string): string => `${PREFIX}.log.fx.${named(actor)}`,
   /** Log: actions of an actor held for a human, and the decisions on them. */

@@ -139,6 +139,8 @@ export class TraceCollector {
       return;
     }
     if (event.type === EventType.Genesis && this.kernelKey === undefined) this.kernelKey = event.kernelKey;
+    // A fork hands the log over to another kernel key: checkpoints after it are signed by that one.
+    if (event.type === EventType.Fork) this.kernelKey = event.kernelKey;
     if (event.type === EventType.Checkpoint && this.events.length > 0) {
       this.checkpoints.push(checkpointStatus(event, this.kernelKey, this.check, this.previous));
     }

@@ -60,6 +60,12 @@ export interface SupervisorOptions {
   log: Logger;
   /** Called once everything is up. */
   onReady?: (info: DaemonInfo) => void | Promise<void>;
+  /** Start the kernel with `--fork`: it takes over a log copied from another (`maxwell replay fork`). */
+  fork?: boolean;
+  /** Called once nats-server is up (the data dir's keys and credentials made), before the kernel starts. */
+  beforeKernel?: (natsUrl: string) => void | Promise<void>;
+  /** Called once the kernel and services are up, before any agent starts. */
+  beforeAgents?: (natsUrl: string) => void | Promise<void>;
 }
 
 /** What `maxwell status` and the CLI read from `<data>/run/daemon.json`. */
@@ -171,6 +177,7 @@ export class Supervisor {
     };
     this.saveInfo();
 
+    await this.opts.beforeKernel?.(this.url);
     await this.startKernel(kernelCreds);
     this.admin = await AdminClient.connect(this.url, this.layout.credsOf("admin"), { reconnect: true });
     await this.admin.waitForKernel();
@@ -202,6 +209,7 @@ export class Supervisor {
       }
     }
     for (const p of config.principals ?? []) await this.ensureIdentity(p.name, "principal", p.groups ?? []);
+    await this.opts.beforeAgents?.(this.url);
     for (const a of config.agents ?? []) {
       await this.ensureIdentity(a.name, "agent", a.groups ?? []);
       this.startAgent(a);
@@ -253,7 +261,7 @@ export class Supervisor {
     const kernelLog = join(this.layout.logs, "kernel.log");
     const s = this.kernelState;
     s.startedAt = Date.now();
-    this.kernel = spawnService("kernel", ["--data", this.layout.root, "--nats", this.url, ...(creds ? ["--creds", creds] : [])], {
+    this.kernel = spawnService("kernel", ["--data", this.layout.root, "--nats", this.url, ...(creds ? ["--creds", creds] : []), ...(this.opts.fork ? ["--fork"] : [])], {
       onLog: (line) => appendFileSync(kernelLog, line + "\n"),
       env: withoutModelKeys(process.env),
       replaceEnv: true,

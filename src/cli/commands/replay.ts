@@ -216,7 +216,7 @@ function modulePath(spec: AgentSpec, dir: string): string {
 }
 
 /** Imports an agent module (without connecting: MAXWELL_REPLAY=1) and returns its default export. */
-async function loadDefinition(path: string): Promise<AgentDefinition> {
+export async function loadDefinition(path: string): Promise<AgentDefinition> {
   if (!existsSync(path)) throw new MaxwellError(ErrorCode.NotFound, `agent code ${path} not found`);
   process.env["MAXWELL_REPLAY"] = "1";
   let mod: { default?: unknown };
