@@ -19,6 +19,7 @@ import { spawnService, startEmbedded, type EmbeddedServer, type ServiceProcess }
 import { createLogger } from "../src/runtime/logger.js";
 import { CpuMeter, type CpuShare } from "./cpu.js";
 import { measureKernel, type KernelResults } from "./kernel-mediated.js";
+import { measureRestart } from "./restart.js";
 import { MEMORY_TARGETS, measureMemory, memoryRows } from "./memory.js";
 import { measurePolicy, type PolicyResults } from "./policy.js";
 import { measureRaw, type RawResults } from "./raw.js";
@@ -259,6 +260,9 @@ async function main(): Promise<void> {
         d.memory = service;
       },
     });
+    const restarted = await measureRestart(say, { dir: d.dir, url, running: d.kernel });
+    d.kernel = restarted.kernel;
+    const restart = restarted.results;
     // Its own nats-servers and logs of 100k and 1M events (about 75 s); the deployment above idles.
     const traceIndex = await measureTraceIndex(say);
     const { rows: table, ratios } = rows(raw, kernel, policy);
@@ -293,6 +297,13 @@ async function main(): Promise<void> {
         { name: `  log index size`, value: r.indexBytes / 1_048_576, unit: "MiB" },
         ...(r.scanMs !== undefined ? [{ name: `  same audit by a full scan (${r.events.toLocaleString("en-US")} events)`, value: r.scanMs, unit: "ms" }] : []),
       ]),
+      { name: `kernel start-up, whole log folded (${restart.events} events)`, value: restart.fullFoldMs, unit: "ms" },
+      {
+        name: `kernel start-up from its snapshot (+${restart.foldedAfterSnapshot} events after it)`,
+        value: restart.fromSnapshotMs,
+        unit: "ms",
+        ratio: restart.fromSnapshotMs / Math.max(restart.fullFoldMs, 1),
+      },
       ...memoryTable.rows,
     );
     const cpuList = cpus();
@@ -333,6 +344,7 @@ async function main(): Promise<void> {
           agentReplay,
           traceIndex,
           stateReplay: { events: stateReplay.events, ms: stateReplay.ms, eventsPerSec: stateReplay.eventsPerSec, identical: stateReplay.identical },
+          restart,
           memory,
           kernelWarnings: d.kernelWarnings.slice(0, 20),
           durationMs: Math.round(performance.now() - started),

@@ -98,6 +98,16 @@ export class Budgets {
 
   private traces = 0;
 
+  /** Puts back usage saved from another Budgets (a snapshot), in its order. */
+  restoreUsage(entries: Iterable<[string, BudgetUsage]>): void {
+    this.usage.clear();
+    this.traces = 0;
+    for (const [key, usage] of entries) {
+      this.usage.set(key, usage);
+      if (key.startsWith("trace:")) this.traces += 1;
+    }
+  }
+
   private use(key: string): BudgetUsage {
     let u = this.usage.get(key);
     if (!u) {

@@ -4,6 +4,9 @@
  * is called, and its outcome (`effect.completed`: result or error, labels, usage, what it cost)
  * after, with secrets and credential shapes redacted, before the agent sees anything. A repeat of
  * the syscall is answered from the completed event in the log.
+ *
+ * Large parts of a request or result are logged once by content hash (src/protocol/blobs.ts):
+ * the service and the agent get the values themselves; the events name the blobs.
  */
 import {
   EVENT_VERSION,
@@ -15,6 +18,13 @@ import {
   decodeMap,
   encode,
   joinLabels,
+  requestParts,
+  resolveBlobs,
+  resultParts,
+  withBlobRefs,
+  type BlobPart,
+  type BlobPath,
+  type BlobRef,
   newEventId,
   newTraceId,
   serviceSubjects,
@@ -33,7 +43,7 @@ import {
 } from "../../src/protocol/mod.js";
 import { costMicroUsd } from "../../src/protocol/prices.js";
 import { redact } from "../../src/protocol/redact.js";
-import { jetstreamManager, requestRaw, type JetStreamManager, type NatsConnection } from "../../src/transport/connection.js";
+import { jetstreamManager, readEntriesAt, requestRaw, type JetStreamManager, type NatsConnection } from "../../src/transport/connection.js";
 import type { Logger } from "../../src/runtime/logger.js";
 import type { Appender } from "./appender.js";
 import type { Outcome, PendingOf } from "./decide.js";
@@ -104,9 +114,12 @@ export class EffectRunner {
       outcome.event.args = sealMemoryArgs(this.memoryKeys, outcome.event.op, outcome.event.target, outcome.event.args);
     }
     if (outcome.charge) state.budgets.hold(outcome.charge);
+    const args = outcome.event.args;
     let started: LogEvent;
     try {
-      started = await appender.append(outcome.subject, outcome.msgId, () => outcome.event, traceparent);
+      const refs = await this.storeBlobs(requestParts(outcome.event.kind, args));
+      const logged = withBlobRefs(outcome.event, refs);
+      started = await appender.append(outcome.subject, outcome.msgId, () => logged, traceparent);
     } finally {
       if (outcome.charge) state.budgets.release(outcome.charge);
     }
@@ -114,11 +127,39 @@ export class EffectRunner {
       // The same syscall id was stored before (a duplicate); its outcome is or will be recorded.
       throw new MaxwellError(ErrorCode.Conflict, `effect ${outcome.msgId} was already started`);
     }
-    const completed = await this.complete(started, outcome.call, traceparent);
+    const completed = await this.complete({ ...started, args }, outcome.call, traceparent);
     return effectReply(completed, this.open);
   }
 
-  /** Calls the service for a started effect and records the outcome. */
+  /**
+   * Stores each part as a blob entry, unless the log already holds one of that hash, and returns
+   * where each went. A failure leaves at most an unreferenced blob behind.
+   */
+  private async storeBlobs(parts: readonly BlobPart[]): Promise<{ path: BlobPath; ref: BlobRef }[]> {
+    const out: { path: BlobPath; ref: BlobRef }[] = [];
+    for (const p of parts) {
+      let seq = this.opts.state.blobs.get(p.hash);
+      if (seq === undefined) {
+        const stored = await this.opts.appender.append(subjects.logBlob(), `blob:${p.hash}`, () => ({
+          v: EVENT_VERSION,
+          id: newEventId(),
+          at: Date.now(),
+          type: EventType.Blob,
+          hash: p.hash,
+          size: p.bytes.length,
+          data: p.bytes,
+        }));
+        seq = stored.seq;
+      }
+      out.push({ path: p.path, ref: { hash: p.hash, seq, size: p.bytes.length } });
+    }
+    return out;
+  }
+
+  /**
+   * Calls the service for a started effect (whose `args` are the values, not their blobs) and
+   * records the outcome; returns it with the result in place.
+   */
   private async complete(started: EffectStartedEvent, call: EffectOutcome["call"], traceparent: string | undefined): Promise<EffectCompletedEvent> {
     const t0 = performance.now();
     let reply: ServiceReply;
@@ -134,13 +175,15 @@ export class EffectRunner {
       reply = await this.callService(started, call, traceparent);
     }
     const event = this.outcomeEvent(started, call, reply);
-    const stored = await this.opts.appender.append(subjects.logEffect(started.actor), `${started.actor}:${started.syscall}:done`, () => event, traceparent);
+    const logged = withBlobRefs(event, await this.storeBlobs(resultParts(started.kind, event.result)));
+    const stored = await this.opts.appender.append(subjects.logEffect(started.actor), `${started.actor}:${started.syscall}:done`, () => logged, traceparent);
     if (stored.type !== EventType.EffectCompleted) throw new MaxwellError(ErrorCode.Internal, `expected the effect's outcome at seq ${stored.seq}, found ${stored.type}`);
     this.opts.log.info(
       { actor: started.actor, kind: started.kind, target: started.target, op: started.op, ok: !stored.error, code: stored.error?.code, ms: Math.round(performance.now() - t0), labels: stored.labels, redactions: stored.redactions },
       "effect completed",
     );
-    return stored;
+    // A duplicate append returns the outcome stored before, whose result may be by hash.
+    return stored.id === logged.id ? { ...stored, result: event.result } : this.resolve(stored);
   }
 
   private async callService(started: EffectStartedEvent, call: EffectOutcome["call"], traceparent: string | undefined): Promise<ServiceReply> {
@@ -361,7 +404,15 @@ export class EffectRunner {
 
   private async startedEvent(id: EventId, effect: OpenEffect): Promise<EffectStartedEvent | undefined> {
     const e = await this.read(effect.seq);
-    return e?.type === EventType.EffectStarted && e.id === id ? e : undefined;
+    return e?.type === EventType.EffectStarted && e.id === id ? this.resolve(e) : undefined;
+  }
+
+  /** The event with the parts it stored by hash read back from the log and put in place. */
+  private async resolve<E extends EffectStartedEvent | EffectCompletedEvent>(e: E, jsm?: JetStreamManager): Promise<E> {
+    if (!e.blobs) return e;
+    const manager = jsm ?? this.jsm ?? (this.jsm = await jetstreamManager(this.opts.nc));
+    const [resolved] = await resolveBlobs([e], (seqs) => readEntriesAt(manager, seqs));
+    return resolved as E;
   }
 
   private async read(seq: number, jsm?: JetStreamManager): Promise<LogEvent | undefined> {
@@ -376,7 +427,12 @@ export class EffectRunner {
     if (e?.type !== EventType.EffectCompleted) {
       return { ok: false, error: { code: ErrorCode.Internal, message: `the outcome recorded at seq ${seq} could not be read back` } };
     }
-    return effectReply(e, this.open);
+    try {
+      return effectReply(await this.resolve(e, jsm), this.open);
+    } catch (err) {
+      this.opts.log.error({ err: String(err), seq }, "a recorded outcome's blob could not be read back");
+      return { ok: false, error: MaxwellError.from(err).toWire() };
+    }
   }
 }
 

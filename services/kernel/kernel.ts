@@ -65,7 +65,7 @@ import {
   type Subscription,
 } from "../../src/transport/connection.js";
 import { READ_SEQS_MAX } from "../../src/runtime/admin.js";
-import { claimsUpdateSubject, grantsFor, loadKey, maxwellAccountJwt, mintUser, sign, systemCreds, writeSecret, type KeyPair } from "../../src/transport/identity.js";
+import { claimsUpdateSubject, grantsFor, loadKey, maxwellAccountJwt, mintUser, sign, systemCreds, verifySignature, writeSecret, type KeyPair } from "../../src/transport/identity.js";
 import { dataLayout } from "../../src/runtime/paths.js";
 import type {
   AdminReply,
@@ -86,6 +86,7 @@ import type {
   ReadResult,
   RegisterRequest,
   RegisterResult,
+  SnapshotCheck,
   StateReplayResult,
 } from "../../src/runtime/admin.js";
 import type { Logger } from "../../src/runtime/logger.js";
@@ -97,6 +98,7 @@ import { manifestHash, validateManifest } from "../../src/protocol/manifest.js";
 import { PolicyEngine } from "./policy.js";
 import { whatIf } from "./what-if.js";
 import { evolve, initialState, stateDigest, stateSummary, syscallKey, type KernelState } from "./state.js";
+import { SnapshotStore, type LoadedSnapshot, type SnapshotChecks, type SnapshotInfo } from "./snapshot.js";
 
 const BUDGET_FIELDS = ["tokens", "microUsd", "toolCalls", "messagesPerMinute", "concurrent", "pendingApprovals", "depth"];
 
@@ -139,7 +141,14 @@ export interface KernelOptions {
    * Without it, such a log is refused.
    */
   fork?: boolean;
+  /** Where state snapshots are kept (absent: none taken, the whole log folded at start). */
+  snapshotDir?: string;
+  /** Events between snapshots (default 50,000); one is also taken at a clean stop. */
+  snapshotEvery?: number;
 }
+
+/** Events between state snapshots unless configured otherwise. */
+const SNAPSHOT_EVERY = 50_000;
 
 const tracer = trace.getTracer("maxwell-kernel");
 
@@ -179,6 +188,10 @@ export class Kernel {
   private js!: JetStreamClient;
   private readonly startedAt = Date.now();
   private stopping = false;
+  private snapshots: SnapshotStore | undefined;
+  /** Seq of the newest snapshot taken or loaded (0: none). */
+  private snapshotSeq = 0;
+  private snapshotting = false;
 
   constructor(private readonly opts: KernelOptions) {}
 
@@ -196,7 +209,12 @@ export class Kernel {
 
     const t0 = performance.now();
     let expectedPrev = GENESIS_PREV;
-    for await (const entry of readLog(js, this.jsm, { fromSeq: 1 })) {
+    const snapshot = await this.loadSnapshot();
+    if (snapshot) {
+      Object.assign(this.state, snapshot.state);
+      expectedPrev = snapshot.info.hash;
+    }
+    for await (const entry of readLog(js, this.jsm, { fromSeq: this.state.head.seq + 1 })) {
       const event = decodeMap(entry.data) as unknown as LogEvent;
       if (event.prev !== expectedPrev || event.seq !== entry.seq) {
         throw new MaxwellError(
@@ -207,7 +225,11 @@ export class Kernel {
       expectedPrev = entryHash(entry.subject, entry.data);
       evolve(this.state, event, expectedPrev);
     }
-    log.info({ events: this.state.events, seq: this.state.head.seq, ms: Math.round(performance.now() - t0) }, "state rebuilt from the log");
+    log.info(
+      { events: this.state.events, seq: this.state.head.seq, ...(snapshot ? { fromSnapshot: snapshot.info.seq } : {}), ms: Math.round(performance.now() - t0) },
+      snapshot ? "state loaded from a snapshot and the log after it" : "state rebuilt from the log",
+    );
+    this.snapshotSeq = snapshot?.info.seq ?? 0;
 
     this.deliverer = new Deliverer(this.nc, () => this.state.head.seq, log);
     this.appender = new Appender({
@@ -289,6 +311,8 @@ export class Kernel {
     await this.appender.drain();
     await this.deliverer.stop();
     if (this.sinceCheckpoint > 0) await this.checkpoint().catch(() => undefined);
+    if (this.state.head.seq > this.snapshotSeq) await this.saveSnapshot();
+    await this.snapshots?.close().catch(() => undefined);
     this.appender.close();
     await this.nc.drain().catch(() => undefined);
     this.opts.log.info({ seq: this.state.head.seq }, "kernel stopped");
@@ -699,9 +723,48 @@ export class Kernel {
     if (stored.type === EventType.Checkpoint) {
       mkdirSync(dirname(this.opts.anchorFile), { recursive: true });
       writeFileSync(this.opts.anchorFile, JSON.stringify({ upTo: stored.upTo, head: stored.head, seq: stored.seq, key, at: stored.at }) + "\n");
+      if (!this.stopping && this.state.head.seq - this.snapshotSeq >= (this.opts.snapshotEvery ?? SNAPSHOT_EVERY)) void this.saveSnapshot();
       return stored.upTo;
     }
     return 0;
+  }
+
+  // ---------------------------------------------------------------- snapshots
+
+  private snapshotChecks(): SnapshotChecks {
+    return {
+      key: this.kernelPublicKey,
+      verify: verifySignature,
+      hashAt: async (seq) => {
+        const m = await this.jsm.streams.getMessage(LOG_STREAM, { seq }).catch(() => null);
+        return m ? entryHash(m.subject, m.data) : undefined;
+      },
+    };
+  }
+
+  /** The newest snapshot that checks out against this log and key, or undefined (fold from the start). */
+  private async loadSnapshot(): Promise<LoadedSnapshot | undefined> {
+    if (this.opts.snapshotDir === undefined) return undefined;
+    this.snapshots = SnapshotStore.open(this.opts.snapshotDir);
+    const { loaded, skipped } = await this.snapshots.load(this.snapshotChecks());
+    for (const s of skipped) this.opts.log.warn({ snapshot: s.seq, reason: s.reason }, "state snapshot passed over");
+    return loaded;
+  }
+
+  /** Saves the state as it is at this moment; a failure is logged, never fatal (the log is the record). */
+  private async saveSnapshot(): Promise<void> {
+    if (!this.snapshots || this.snapshotting) return;
+    this.snapshotting = true;
+    const t0 = performance.now();
+    try {
+      const info = await this.snapshots.save(this.state, { key: this.kernelPublicKey, sign: (message) => sign(this.kernelKp, message) });
+      this.snapshotSeq = info.seq;
+      this.opts.log.info({ seq: info.seq, events: info.events, bytes: info.bytes, ms: Math.round(performance.now() - t0) }, "state snapshot saved");
+    } catch (err) {
+      this.opts.log.error({ err: (err as Error).message }, "state snapshot failed");
+    } finally {
+      this.snapshotting = false;
+    }
   }
 
   // ---------------------------------------------------------------- admin
@@ -774,7 +837,7 @@ export class Kernel {
           reply = await this.memoryAdmin(body);
           break;
         case AdminOp.State:
-          reply = { ok: true, result: await this.replayState(body["to"]) };
+          reply = { ok: true, result: await this.replayState(body["to"], body["full"]) };
           break;
         case AdminOp.Checkpoint:
           await this.appender.drain();
@@ -907,34 +970,57 @@ export class Kernel {
    * digest with the live state's at the same seq. With `to`, folds only that far and shows the
    * state as of then (time travel without re-running anything).
    */
-  private async replayState(to: unknown): Promise<StateReplayResult> {
+  private async replayState(to: unknown, full: unknown): Promise<StateReplayResult> {
     if (to !== undefined && (typeof to !== "number" || !Number.isInteger(to) || to < 1)) throw new MaxwellError(ErrorCode.BadRequest, "'to' must be a sequence number >= 1");
     // The live digest is taken synchronously, so it is the state at exactly this head.
     const live = to === undefined ? { seq: this.state.head.seq, digest: stateDigest(this.state) } : undefined;
     const upTo = to ?? (live as { seq: number }).seq;
-    const replayed = initialState();
-    const t0 = performance.now();
+    let replayed = initialState();
     let expectedPrev = GENESIS_PREV;
-    for await (const entry of readLog(this.js, this.jsm, { fromSeq: 1 })) {
-      if (entry.seq > upTo) break;
-      const event = decodeMap(entry.data) as unknown as LogEvent;
-      if (event.prev !== expectedPrev || event.seq !== entry.seq) throw new MaxwellError(ErrorCode.Conflict, `the log's hash chain is broken at seq ${entry.seq}`);
-      expectedPrev = entryHash(entry.subject, entry.data);
-      evolve(replayed, event, expectedPrev);
-      if (entry.seq === upTo) break;
+    let start: SnapshotInfo | undefined;
+    // Time travel may start from the nearest snapshot; the comparison with the live state never
+    // does: it folds from the start and checks every snapshot it passes on the way.
+    const stored = this.snapshots?.list() ?? [];
+    if (to !== undefined && full !== true && this.snapshots) {
+      const { loaded } = await this.snapshots.load(this.snapshotChecks(), upTo);
+      if (loaded) {
+        replayed = loaded.state;
+        expectedPrev = loaded.info.hash;
+        start = loaded.info;
+      }
+    }
+    const checks = new Map(stored.filter((s) => s.seq > replayed.head.seq && s.seq <= upTo).map((s) => [s.seq, s]));
+    const snapshots: SnapshotCheck[] = [];
+    const t0 = performance.now();
+    let folded = 0;
+    if (replayed.head.seq < upTo) {
+      for await (const entry of readLog(this.js, this.jsm, { fromSeq: replayed.head.seq + 1 })) {
+        if (entry.seq > upTo) break;
+        const event = decodeMap(entry.data) as unknown as LogEvent;
+        if (event.prev !== expectedPrev || event.seq !== entry.seq) throw new MaxwellError(ErrorCode.Conflict, `the log's hash chain is broken at seq ${entry.seq}`);
+        expectedPrev = entryHash(entry.subject, entry.data);
+        evolve(replayed, event, expectedPrev);
+        folded += 1;
+        const snapshot = checks.get(entry.seq);
+        if (snapshot) snapshots.push({ seq: snapshot.seq, identical: stateDigest(replayed) === snapshot.digest && expectedPrev === snapshot.hash });
+        if (entry.seq === upTo) break;
+      }
     }
     const ms = performance.now() - t0;
     const result: StateReplayResult = {
       seq: replayed.head.seq,
       events: replayed.events,
+      folded,
       ms: Math.round(ms),
-      eventsPerSec: Math.round(replayed.events / Math.max(ms / 1000, 1e-6)),
+      eventsPerSec: Math.round(folded / Math.max(ms / 1000, 1e-6)),
       replayed: stateDigest(replayed),
       summary: stateSummary(replayed),
+      snapshots,
     };
+    if (start) result.fromSnapshot = start.seq;
     if (live) {
       result.live = live.digest;
-      result.identical = live.digest === result.replayed && live.seq === replayed.head.seq;
+      result.identical = live.digest === result.replayed && live.seq === replayed.head.seq && snapshots.every((c) => c.identical);
     }
     return result;
   }

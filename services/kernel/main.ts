@@ -12,13 +12,17 @@ import { Kernel } from "./kernel.js";
 import { memoryRules } from "../../src/memory/ops.js";
 
 const HELP = `usage: maxwell-kernel --nats URL [--data DIR] [--creds FILE] [--account-key FILE] [--kernel-key FILE] [--policies FILE]
-                      [--approval-ttl-ms N] [--fork]
+                      [--approval-ttl-ms N] [--fork] [--snapshot-every N | --no-snapshots]
 
 Runs Maxwell's kernel: the reference monitor and sole writer of the log.
 Defaults come from the data directory (--data, MAXWELL_HOME, or ./.maxwell).
 
   --approval-ttl-ms N   how long an action held for a human waits before it expires (= deny);
                         default 900000 (15 minutes)
+  --snapshot-every N    save the folded state every N events (default 50000) and at a clean
+                        stop, under <data>/kernel/snapshots; a restart folds only the log after
+                        the newest snapshot that checks out (signature, chain hash, digest)
+  --no-snapshots        take none and ignore any saved: fold the whole log at start
   --fork                take over a log another kernel key started (the sandbox of 'maxwell replay
                         fork'): append a kernel.fork event handing over to this kernel's key and
                         mint fresh credentials for its identities; without it such a log is refused`;
@@ -32,6 +36,8 @@ const { values } = parseArgs({
     "kernel-key": { type: "string" },
     policies: { type: "string" },
     "approval-ttl-ms": { type: "string" },
+    "snapshot-every": { type: "string" },
+    "no-snapshots": { type: "boolean" },
     fork: { type: "boolean" },
     help: { type: "boolean", short: "h" },
   },
@@ -53,6 +59,11 @@ if (approvalTtlMs !== undefined && !(Number.isInteger(approvalTtlMs) && approval
   process.stderr.write("maxwell-kernel: --approval-ttl-ms must be a positive whole number of milliseconds\n");
   process.exit(2);
 }
+const snapshotEvery = values["snapshot-every"] === undefined ? undefined : Number(values["snapshot-every"]);
+if (snapshotEvery !== undefined && !(Number.isInteger(snapshotEvery) && snapshotEvery > 0)) {
+  process.stderr.write("maxwell-kernel: --snapshot-every must be a positive whole number of events\n");
+  process.exit(2);
+}
 const defaultPolicyText = readFileSync(join(packageRoot, "services", "kernel", "default-policies.cedar"), "utf8");
 
 const kernel = new Kernel({
@@ -70,6 +81,8 @@ const kernel = new Kernel({
   memory: memoryRules,
   ...(approvalTtlMs ? { approvalTtlMs } : {}),
   ...(values.fork ? { fork: true } : {}),
+  ...(values["no-snapshots"] ? {} : { snapshotDir: layout.kernelSnapshots }),
+  ...(snapshotEvery ? { snapshotEvery } : {}),
   log,
 });
 

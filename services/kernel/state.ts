@@ -118,6 +118,8 @@ export interface KernelState {
   approvals: Map<EventId, ApprovalFacts>;
   /** Per agent: the join of every label it was ever delivered (for syscalls that name no causation). */
   agentLabels: Map<string, Labels>;
+  /** Blobs stored in the log, by content hash → sequence: a payload seen before is named, not stored again. */
+  blobs: Map<string, number>;
   budgets: Budgets;
   policySet: string | undefined;
   kernelKey: string | undefined;
@@ -136,6 +138,7 @@ export function initialState(): KernelState {
     effects: new Map(),
     approvals: new Map(),
     agentLabels: new Map(),
+    blobs: new Map(),
     budgets: new Budgets(),
     policySet: undefined,
     kernelKey: undefined,
@@ -349,6 +352,9 @@ export function evolve(state: KernelState, event: LogEvent, hash: string): Kerne
       break;
     case EventType.Rejected:
       break;
+    case EventType.Blob:
+      if (!state.blobs.has(event.hash)) remember(state.blobs, event.hash, event.seq);
+      break;
   }
   return state;
 }
@@ -374,6 +380,7 @@ export function stateDigest(state: KernelState): string {
   section("effects", state.effects);
   section("approvals", state.approvals);
   section("labels", state.agentLabels);
+  section("blobs", state.blobs);
   section("budget-limits", state.budgets.limits);
   section("budget-usage", state.budgets.usage);
   return h.digest("hex");

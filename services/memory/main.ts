@@ -4,7 +4,7 @@
  * credential, which may also read the log through the kernel (nothing else). Prints `memory ready`
  * once the store has caught up with the log and calls are being answered.
  */
-import { mkdirSync, renameSync } from "node:fs";
+import { mkdirSync, mkdtempSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { ErrorCode, MaxwellError, ServiceName, decodeMap, serviceSubjects, subjects } from "../../src/protocol/mod.js";
 import { AdminClient } from "../../src/runtime/admin-client.js";
@@ -13,6 +13,7 @@ import { serviceArgs } from "../../src/runtime/service-args.js";
 import { dataLayout, resolveDataDir } from "../../src/runtime/paths.js";
 import { NamespaceKeys } from "../../src/memory/keys.js";
 import { CallClock, MemoryService, serveMemory } from "./service.js";
+import { rebuildFromLog } from "./apply.js";
 import { openMemoryStore, type MemoryStore } from "./store.js";
 
 const HELP = `usage: maxwell-memory --nats URL [--data DIR] [--creds FILE]
@@ -119,7 +120,30 @@ async function logIdentity(): Promise<string | undefined> {
   return typeof id === "string" ? id : undefined;
 }
 
-const service = (): MemoryService => new MemoryService({ store, keys, clock, log });
+/** `replay state` for memory: the log up to `upTo` rebuilt into a scratch store beside the live one. */
+async function rebuildDigest(upTo: number, at: number): Promise<{ digest: string; applied: number; ms: number }> {
+  const dir = mkdtempSync(join(layout.root, "memory-verify-"));
+  const scratchClock = new CallClock();
+  const scratch = openMemoryStore({ path: dir, now: scratchClock.now });
+  try {
+    async function* upToSeq(): AsyncGenerator<{ seq: number; data: Uint8Array }> {
+      if (upTo < 1) return;
+      for await (const entry of client.entries(1, { signal: abort.signal })) {
+        if (entry.seq > upTo) return;
+        yield entry;
+        if (entry.seq === upTo) return;
+      }
+    }
+    const report = await rebuildFromLog({ store: scratch, keys, entries: upToSeq(), signal: abort.signal });
+    scratchClock.set(at);
+    return { digest: scratch.digest({ at }), applied: report.applied, ms: Math.round(report.ms) };
+  } finally {
+    await scratch.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const service = (): MemoryService => new MemoryService({ store, keys, clock, log, rebuildDigest });
 let memory = service();
 const client = admin;
 

@@ -53,6 +53,24 @@ export interface MemoryServiceOptions {
   log: Logger;
   /** Largest reply (default: NATS's 1 MiB); a larger answer is refused with a hint instead. */
   maxReplyBytes?: number;
+  /**
+   * Rebuilds the log up to `upTo` into a scratch store and returns its digest at `at`: the
+   * `verify` admin request compares it with the live store's. Absent: `verify` is unavailable.
+   */
+  rebuildDigest?: (upTo: number, at: number) => Promise<{ digest: string; applied: number; ms: number }>;
+}
+
+/** What the `verify` admin request answers. */
+export interface MemoryVerifyResult {
+  identical: boolean;
+  live: string;
+  replayed: string;
+  /** The log sequence both stores reflect, and the time TTLs are judged at. */
+  appliedSeq: number;
+  at: number;
+  /** Writes the rebuild applied, and how long it took. */
+  applied: number;
+  ms: number;
 }
 
 function wireError(err: unknown): ServiceReply {
@@ -156,10 +174,23 @@ export class MemoryService {
   private async admin(call: ServiceCall): Promise<ServiceReply> {
     this.opts.clock.set(call.at);
     try {
+      if ((call.args as { op?: unknown } | undefined)?.op === "verify") return { ok: true, result: await this.verify(call.at) };
       return { ok: true, result: await answerAdmin(this.opts.store, call.args, call.at) };
     } catch (err) {
       return wireError(err);
     }
+  }
+
+  /**
+   * State replay for memory: the live digest and the log sequence it reflects are taken at once,
+   * then the log up to that sequence is rebuilt into a scratch store and its digest compared.
+   */
+  private async verify(at: number): Promise<MemoryVerifyResult> {
+    if (!this.opts.rebuildDigest) throw new MaxwellError(ErrorCode.Unavailable, "this memory service cannot rebuild a scratch store (no data directory)");
+    const appliedSeq = this.opts.store.appliedSeq();
+    const live = this.opts.store.digest({ at });
+    const replay = await this.opts.rebuildDigest(appliedSeq, at);
+    return { identical: live === replay.digest, live, replayed: replay.digest, appliedSeq, at, applied: replay.applied, ms: replay.ms };
   }
 
   /** Removes expired records and old outcomes, judging expiry by the latest call time seen. */

@@ -42,9 +42,9 @@ export function formatEvent(e: LogEvent): string {
     case "agent.controlled":
       return `${head}control  ${e.agent} is now ${e.state.toUpperCase()}${e.reason ? `: ${e.reason}` : ""}`;
     case "effect.started":
-      return `${head}${e.kind.padEnd(8)} ${e.actor} → ${e.target} ${e.op}  for ${e.principal}  allow [${e.decision.policies.join(",")}]${labels(e.labels)}${e.approval ? `  approved ${e.approval.slice(-8)}` : ""}  ${short(e.args)}`;
+      return `${head}${e.kind.padEnd(8)} ${e.actor} → ${e.target} ${e.op}  for ${e.principal}  allow [${e.decision.policies.join(",")}]${labels(e.labels)}${e.approval ? `  approved ${e.approval.slice(-8)}` : ""}  ${short(e.args)}${byHash(e.blobs)}`;
     case "effect.completed":
-      return `${head}result   ${e.actor} ← ${e.target}  ${e.error ? `error ${e.error.code}: ${e.error.message}` : short(e.result)}${labels(e.labels)}${e.usage ? `  tokens ${e.usage.inputTokens}+${e.usage.outputTokens} (${e.usage.model})` : ""}${e.redactions ? `  REDACTED ${e.redactions}` : ""}`;
+      return `${head}result   ${e.actor} ← ${e.target}  ${e.error ? `error ${e.error.code}: ${e.error.message}` : short(e.result)}${byHash(e.blobs)}${labels(e.labels)}${e.usage ? `  tokens ${e.usage.inputTokens}+${e.usage.outputTokens} (${e.usage.model})` : ""}${e.redactions ? `  REDACTED ${e.redactions}` : ""}`;
     case "budget.set":
       return `${head}budget   ${e.scope} ${e.name}: ${Object.keys(e.limits).length ? short(e.limits) : "cleared"}`;
     case "approval.requested":
@@ -53,7 +53,15 @@ export function formatEvent(e: LogEvent): string {
       return `${head}${e.verdict === "approve" ? "APPROVED" : "REFUSED "} ${e.approval} by ${e.by}${e.reason ? `: ${e.reason}` : ""}`;
     case "tool.registered":
       return `${head}tool     ${e.manifest.name}@${e.manifest.version} (${e.manifest.effect}) pinned ${e.hash.slice(0, 12)}…`;
+    case "blob":
+      return `${head}blob     ${e.size} bytes stored by hash ${e.hash.slice(0, 12)}…`;
   }
+}
+
+/** Parts of an effect stored by content hash, e.g. `  +2 by hash (#812,#813)`. */
+function byHash(blobs: Record<string, { seq: number }> | undefined): string {
+  const refs = Object.values(blobs ?? {});
+  return refs.length > 0 ? `  +${refs.length} by hash (${refs.map((r) => `#${r.seq}`).join(",")})` : "";
 }
 
 function labels(l: string[] | undefined): string {

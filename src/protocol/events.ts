@@ -7,6 +7,7 @@
 import type { WireError } from "./errors.js";
 import type { Labels, ToolManifest, Usage } from "./services.js";
 import type { EventId, SyscallId, TraceId } from "./ids.js";
+import type { BlobRef } from "./blobs.js";
 
 /** Version of the event format. */
 export const EVENT_VERSION = 1;
@@ -29,6 +30,7 @@ export const EventType = {
   ApprovalRequested: "approval.requested",
   ApprovalDecided: "approval.decided",
   ToolRegistered: "tool.registered",
+  Blob: "blob",
 } as const;
 export type EventType = (typeof EventType)[keyof typeof EventType];
 
@@ -239,6 +241,8 @@ export interface EffectStartedEvent extends EventBase, CausedFields {
   reserved?: Reservation;
   /** For held effects: the approval that released it. */
   approval?: EventId;
+  /** Parts of `args` stored by content hash (left `null` in place): path → blob. See blobs.ts. */
+  blobs?: Record<string, BlobRef>;
 }
 
 /** The outcome of an effect, recorded before the agent sees it. */
@@ -250,6 +254,8 @@ export interface EffectCompletedEvent extends EventBase, CausedFields {
   op: string;
   target: string;
   result?: unknown;
+  /** Set when the result is stored by content hash (`result` is then `null`): `{ result: blob }`. */
+  blobs?: Record<string, BlobRef>;
   error?: WireError;
   /** Labels of the result: the call's labels joined with what the service added. */
   labels: Labels;
@@ -342,7 +348,20 @@ export type LogEvent =
   | BudgetSetEvent
   | ApprovalRequestedEvent
   | ApprovalDecidedEvent
-  | ToolRegisteredEvent;
+  | ToolRegisteredEvent
+  | BlobEvent;
+
+/**
+ * A large payload stored once by content hash (blobs.ts): the msgpack bytes of a part of an
+ * effect's request or result, which events name by `hash` and this entry's sequence.
+ */
+export interface BlobEvent extends EventBase {
+  type: typeof EventType.Blob;
+  /** sha256 (hex) of `data`. */
+  hash: string;
+  size: number;
+  data: Uint8Array;
+}
 
 /** A log event before the appender assigns its place in the chain. */
 export type PendingEvent = LogEvent extends infer E

@@ -37,6 +37,7 @@ export type {
   BudgetLimits,
   BudgetScope,
   BudgetSetEvent,
+  BlobEvent,
   EffectCompletedEvent,
   EffectKind,
   EffectStartedEvent,
@@ -62,6 +63,8 @@ export type {
   SyscallResult,
 } from "./events.js";
 export { decode, decodeMap, encode } from "./codec.js";
+export { BLOB_MIN_BYTES, blobHash, blobValue, getAtPath, requestParts, resolveBlobs, resultParts, setAtPath, withBlobRefs } from "./blobs.js";
+export type { BlobPart, BlobPath, BlobRef } from "./blobs.js";
 export { parseAck, parseLogEvent, parseSyscallRequest } from "./schemas.js";
 export { ChainVerifier, GENESIS_PREV, entryHash } from "./chain.js";
 export type { ChainProblem, SignatureCheck, StoredEntry, VerifyReport } from "./chain.js";

@@ -151,6 +151,8 @@ export const subjects = {
   logApproval: (actor: string): string => `${PREFIX}.log.ap.${named(actor)}`,
   /** Log: tool registrations. */
   logTool: (tool: string): string => `${PREFIX}.log.tool.${named(tool)}`,
+  /** Where large payloads are stored once by content hash (src/protocol/blobs.ts). */
+  logBlob: (): string => `${PREFIX}.log.blob`,
   /** Every subject of the log stream. */
   logAll: (): string => `${PREFIX}.log.>`,
   /** JetStream API subjects scoped to one consumer, for an agent's credential. */

@@ -63,8 +63,8 @@ export class AdminClient {
     return this.call("tools", {});
   }
   /** Rebuilds the kernel's state from the log and compares digests (or shows it as of `to`). */
-  replayState(to?: number): Promise<StateReplayResult> {
-    return this.call("state", to === undefined ? {} : { to }, 120_000);
+  replayState(to?: number, opts: { full?: boolean } = {}): Promise<StateReplayResult> {
+    return this.call("state", { ...(to === undefined ? {} : { to }), ...(opts.full ? { full: true } : {}) }, 120_000);
   }
   /** A memory operation for people, forwarded by the kernel to the memory service. */
   memory<T = unknown>(body: Record<string, unknown>, timeoutMs = 30_000): Promise<T> {

@@ -165,10 +165,23 @@ export interface ToolSummary {
   description: string;
 }
 
+/** A stored state snapshot checked against the fold from the start. */
+export interface SnapshotCheck {
+  seq: number;
+  identical: boolean;
+}
+
 export interface StateReplayResult {
   /** Last seq folded. */
   seq: number;
+  /** Events in the rebuilt state. */
   events: number;
+  /** Events folded by this replay (fewer than `events` when it started from a snapshot). */
+  folded: number;
+  /** The snapshot the fold started from (time travel only). */
+  fromSnapshot?: number;
+  /** Snapshots passed on the way, each compared with the fold at its seq. */
+  snapshots: SnapshotCheck[];
   ms: number;
   eventsPerSec: number;
   /** Digest of the state rebuilt from the log. */

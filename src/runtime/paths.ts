@@ -52,6 +52,7 @@ export function dataLayout(dataDir: string) {
     config: join(dataDir, "maxwell.json"),
     kernelDir: join(dataDir, "kernel"),
     anchor: join(dataDir, "kernel", "checkpoint.json"),
+    kernelSnapshots: join(dataDir, "kernel", "snapshots"),
     /** Revoked credentials (killed agents), kept so a restarted server starts with them. */
     revocations: join(dataDir, "kernel", "revocations.json"),
     /** The log index (src/runtime/log-index.ts): a disposable projection, rebuilt when removed. */

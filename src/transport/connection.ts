@@ -142,6 +142,11 @@ export interface ReadEntry extends StoredEntry {
   headers?: MsgHdrs;
 }
 
+/** Messages a bounded read asks the server to keep in flight. */
+const BOUNDED_READ_BUFFER = 8192;
+/** How long a bounded read waits for the next entry before it takes the log to end there. */
+const BOUNDED_READ_QUIET_MS = 2000;
+
 /**
  * Reads the log in order from `fromSeq`, optionally filtered to one subject, yielding entries
  * until the stream's last sequence at call time (or forever with `follow`).
@@ -161,19 +166,30 @@ export async function* readLog(
     ...(opts.filter ? { filter_subjects: opts.filter } : {}),
   });
   if (!opts.follow) {
-    // Bounded read: fetch in batches and stop at the end, or at the first empty batch (a log whose
-    // tail was lost on disk reports a last sequence it can no longer deliver).
-    for (;;) {
-      const batch = await consumer.fetch({ max_messages: 1024, expires: 2000 });
-      let got = 0;
-      let last = 0;
-      for await (const m of batch) {
-        got += 1;
-        last = m.seq;
-        yield entryOf(m);
-        if (m.seq >= endSeq) break;
+    // Bounded read: one consume (the server keeps the buffer full, no round trip per batch) up to
+    // the end. A log whose tail was lost on disk reports a last sequence it can no longer deliver,
+    // so waiting for a message gives up after a quiet while (not while the caller is busy).
+    const messages = await consumer.consume({ max_messages: BOUNDED_READ_BUFFER });
+    let waitingSince = 0;
+    const watchdog = setInterval(() => {
+      if (waitingSince > 0 && Date.now() - waitingSince > BOUNDED_READ_QUIET_MS) void messages.close();
+    }, BOUNDED_READ_QUIET_MS / 4);
+    const iterator = messages[Symbol.asyncIterator]();
+    try {
+      for (;;) {
+        waitingSince = Date.now();
+        const next = await iterator.next();
+        waitingSince = 0;
+        if (next.done) return;
+        yield entryOf(next.value);
+        if (next.value.seq >= endSeq || opts.signal?.aborted) return;
       }
-      if (got === 0 || last >= endSeq || opts.signal?.aborted) return;
+    } finally {
+      clearInterval(watchdog);
+      // close() settles only once the iterator has been returned.
+      const closed = messages.close();
+      await iterator.return?.();
+      await closed;
     }
   }
   const messages = await consumer.consume({ max_messages: 1024 });

@@ -96,7 +96,9 @@ describe("maxwell CLI", () => {
 
     const replayed = await maxwell(dir, "replay", "state");
     expect(replayed.code).toBe(0);
-    expect(replayed.stdout).toMatch(/^identical: state rebuilt from \d+ events up to #\d+/);
+    expect(replayed.stdout).toMatch(/^identical: rebuilt from the log up to #\d+/);
+    expect(replayed.stdout).toMatch(/^ {2}kernel {2}identical: \d+ events folded/m);
+    expect(replayed.stdout).toMatch(/^ {2}memory {2}identical/m);
     const asOf = await maxwell(dir, "replay", "state", "--to", "3", "--json");
     expect(JSON.parse(asOf.stdout)).toMatchObject({ seq: 3, events: 3 });
 

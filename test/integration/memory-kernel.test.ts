@@ -14,6 +14,7 @@ import { connectNats, type NatsConnection } from "../../src/transport/connection
 import { SyscallClient } from "../../src/sdk/syscalls.js";
 import { NamespaceKeys, type SealedBox } from "../../src/memory/keys.js";
 import { runCli } from "../support/cli.js";
+import { openMemoryStore } from "../../services/memory/store.js";
 import { logEvents, recordingAgent, startHarness, until, type Harness } from "../support/harness.js";
 import { scriptedManifest, startScriptedTools, type ScriptedTools } from "../support/scripted-tools.js";
 
@@ -208,5 +209,26 @@ describe("memory through the kernel", () => {
     const put = log.find((e) => e.type === EventType.EffectStarted && e.op === "put" && e.target === "agent:writer") as { args: { sealed: SealedBox } };
     expect(() => NamespaceKeys.forDataDir(h.dir).open("agent:writer", put.args.sealed)).toThrow(/erased/);
     expect((await runCli(["--data", h.dir, "--nats", h.url, "verify"])).code).toBe(0);
+  });
+
+  it("replay state rebuilds memory into a scratch store to the live digest, and notices a store written behind the log's back", async () => {
+    const same = await runCli(["--data", h.dir, "--nats", h.url, "replay", "state"]);
+    expect(same.stdout).toMatch(/^ {2}memory {2}identical: \d+ writes up to #\d+/m);
+    expect(same.stdout).toMatch(/^ {2}kernel {2}identical/m);
+    expect(same.code).toBe(0);
+
+    // A write straight into the store, which no event in the log explains.
+    memory.child.kill("SIGTERM");
+    await memory.exited;
+    const store = openMemoryStore({ path: join(h.dir, "memory") });
+    await store.put({ namespace: "agent:intruder", key: "planted", value: "nobody logged this", provenance: { writer: "intruder", principal: "intruder", causedBy: "none", labels: [] } });
+    await store.close();
+    await startMemory();
+    const forged = await runCli(["--data", h.dir, "--nats", h.url, "replay", "state"]);
+    expect(forged.stdout).toMatch(/^DIFFERENT/);
+    expect(forged.stdout).toMatch(/^ {2}memory {2}DIFFERENT/m);
+    expect(forged.stdout).toMatch(/^ {2}kernel {2}identical/m);
+    expect(forged.code).toBe(4);
+    expect((await runCli(["--data", h.dir, "--nats", h.url, "replay", "state", "--no-memory"])).code).toBe(0);
   });
 });

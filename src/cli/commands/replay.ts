@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Command } from "commander";
-import { ErrorCode, MaxwellError, decodeMap, type LogEvent, type StoredEntry } from "../../protocol/mod.js";
+import { ErrorCode, MaxwellError, decodeMap, resolveBlobs, subjects, type LogEvent, type StoredEntry } from "../../protocol/mod.js";
 import { LogIndex, indexedReplayEntries } from "../../runtime/log-index.js";
 import { createLogger } from "../../runtime/logger.js";
 import { packageRoot } from "../../runtime/paths.js";
@@ -151,12 +151,17 @@ function decodeEntry(entry: StoredEntry): LogEvent {
 async function readAllEvents(ctx: ReturnType<typeof cliContext>, name: string, from: number): Promise<ReplayInput> {
   const source = await ctx.openLog("replay");
   const events: LogEvent[] = [];
+  const blobs = new Map<number, Uint8Array>();
   try {
-    for await (const entry of source.entries({ from, follow: false })) events.push(decodeEntry(entry));
+    for await (const entry of source.entries({ from, follow: false })) {
+      events.push(decodeEntry(entry));
+      if (entry.subject === subjects.logBlob()) blobs.set(entry.seq, entry.data);
+    }
+    // Replay serves requests and results as the agent saw them: parts stored by hash go back in place.
+    return { events: await resolveBlobs(events, (seqs) => source.entriesAt(seqs), blobs), mentioned: events.some((e) => mentions(e, name)) };
   } finally {
     await source.close();
   }
-  return { events, mentioned: events.some((e) => mentions(e, name)) };
 }
 
 /**
@@ -181,7 +186,7 @@ async function readTraceEvents(ctx: ReturnType<typeof cliContext>, name: string,
     const [undecodable] = index.undecodable();
     if (undecodable !== undefined) throw new MaxwellError(ErrorCode.Internal, `log entry #${undecodable} cannot be decoded (run 'maxwell verify')`);
     const entries = await indexedReplayEntries(index, source, name, prefix);
-    return { events: entries.map(decodeEntry), mentioned: index.mentions(name) };
+    return { events: await resolveBlobs(entries.map(decodeEntry), (seqs) => source.entriesAt(seqs)), mentioned: index.mentions(name) };
   } finally {
     await source.close();
     await index.close();
