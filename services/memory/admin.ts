@@ -12,6 +12,7 @@
  * | `{op:"export", namespace, cursor?}`                       | `{lines, next?}`: JSON Lines, paged below one NATS message |
  * | `{op:"digest", at?, namespaces?}`                         | `{digest, at, appliedSeq, resumeSeq}`              |
  * | `{op:"import-check", lines, namespace?}`                  | `{namespace, records, revision}` or `bad_request` naming the line |
+ * | `{op:"verify"}` (answered in service.ts: it reads the log) | `MemoryVerifyResult` (src/runtime/admin.ts)        |
  */
 import { ErrorCode, MaxwellError } from "../../src/protocol/mod.js";
 import type { ExportCursor } from "./export.js";

@@ -17,6 +17,7 @@
  *
  * Nothing a caller sends can stop the service: every failure is logged and answered as an error.
  */
+import type { MemoryVerifyResult } from "../../src/runtime/admin.js";
 import { ErrorCode, MaxwellError, decodeMap, encode, serviceSubjects, type ServiceCall, type ServiceReply } from "../../src/protocol/mod.js";
 import type { Logger } from "../../src/runtime/logger.js";
 import type { Msg, NatsConnection, Subscription } from "../../src/transport/connection.js";
@@ -60,18 +61,6 @@ export interface MemoryServiceOptions {
   rebuildDigest?: (upTo: number, at: number) => Promise<{ digest: string; applied: number; ms: number }>;
 }
 
-/** What the `verify` admin request answers. */
-export interface MemoryVerifyResult {
-  identical: boolean;
-  live: string;
-  replayed: string;
-  /** The log sequence both stores reflect, and the time TTLs are judged at. */
-  appliedSeq: number;
-  at: number;
-  /** Writes the rebuild applied, and how long it took. */
-  applied: number;
-  ms: number;
-}
 
 function wireError(err: unknown): ServiceReply {
   return { ok: false, error: MaxwellError.from(err).toWire() };

@@ -165,6 +165,22 @@ export interface ToolSummary {
   description: string;
 }
 
+/**
+ * The memory service's answer to `{op: "verify"}` (through `mx.admin.memory`): the log up to the
+ * sequence the live store reflects, rebuilt into a scratch store, compared by digest.
+ */
+export interface MemoryVerifyResult {
+  identical: boolean;
+  live: string;
+  replayed: string;
+  /** The log sequence both stores reflect, and the time TTLs are judged at. */
+  appliedSeq: number;
+  at: number;
+  /** Writes the rebuild applied, and how long it took. */
+  applied: number;
+  ms: number;
+}
+
 /** A stored state snapshot checked against the fold from the start. */
 export interface SnapshotCheck {
   seq: number;

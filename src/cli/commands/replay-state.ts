@@ -5,7 +5,7 @@
 import type { Command } from "commander";
 import { ErrorCode, MaxwellError } from "../../protocol/mod.js";
 import type { AdminClient } from "../../runtime/admin-client.js";
-import type { StateReplayResult } from "../../runtime/admin.js";
+import type { MemoryVerifyResult, StateReplayResult } from "../../runtime/admin.js";
 import { cliContext, fail, type GlobalOptions } from "../context.js";
 
 /** Exit code when a rebuilt state differs from the live one. */
@@ -14,18 +14,7 @@ const DIFFERENT = 4;
 /** How long a memory rebuild may take (it reads the whole log into a scratch store). */
 const MEMORY_VERIFY_TIMEOUT_MS = 30 * 60_000;
 
-/** The memory service's answer to `verify` (services/memory/service.ts). */
-interface MemoryVerify {
-  identical: boolean;
-  live: string;
-  replayed: string;
-  appliedSeq: number;
-  at: number;
-  applied: number;
-  ms: number;
-}
-
-type MemoryOutcome = { compared: MemoryVerify } | { skipped: string };
+type MemoryOutcome = { compared: MemoryVerifyResult } | { skipped: string };
 
 interface StateOptions {
   to?: string;
@@ -87,7 +76,7 @@ async function replayState(g: GlobalOptions, opts: StateOptions): Promise<void> 
 /** The memory service's comparison, or why there is none (no memory service runs). */
 async function verifyMemory(admin: AdminClient): Promise<MemoryOutcome> {
   try {
-    return { compared: await admin.memory<MemoryVerify>({ op: "verify" }, MEMORY_VERIFY_TIMEOUT_MS) };
+    return { compared: await admin.memory<MemoryVerifyResult>({ op: "verify" }, MEMORY_VERIFY_TIMEOUT_MS) };
   } catch (err) {
     const e = MaxwellError.from(err);
     if (e.code === ErrorCode.Unavailable || e.code === ErrorCode.Timeout) return { skipped: e.message };
