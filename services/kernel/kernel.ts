@@ -742,6 +742,16 @@ export class Kernel {
     };
   }
 
+  /**
+   * A stored snapshot against the state folded from the start to its seq. One the kernel would
+   * pass over (tampered bytes, another key) is reported as unusable, not as a different state.
+   */
+  private async checkSnapshot(seq: number, folded: KernelState): Promise<SnapshotCheck> {
+    const opened = this.snapshots ? await this.snapshots.opened(seq, this.snapshotChecks()) : { reason: "no snapshot store" };
+    if ("reason" in opened) return { seq, identical: false, unusable: opened.reason };
+    return { seq, identical: stateDigest(opened.state) === stateDigest(folded) };
+  }
+
   /** The newest snapshot that checks out against this log and key, or undefined (fold from the start). */
   private async loadSnapshot(): Promise<LoadedSnapshot | undefined> {
     if (this.opts.snapshotDir === undefined) return undefined;
@@ -1002,7 +1012,7 @@ export class Kernel {
         evolve(replayed, event, expectedPrev);
         folded += 1;
         const snapshot = checks.get(entry.seq);
-        if (snapshot) snapshots.push({ seq: snapshot.seq, identical: stateDigest(replayed) === snapshot.digest && expectedPrev === snapshot.hash });
+        if (snapshot) snapshots.push(await this.checkSnapshot(snapshot.seq, replayed));
         if (entry.seq === upTo) break;
       }
     }
@@ -1020,7 +1030,7 @@ export class Kernel {
     if (start) result.fromSnapshot = start.seq;
     if (live) {
       result.live = live.digest;
-      result.identical = live.digest === result.replayed && live.seq === replayed.head.seq && snapshots.every((c) => c.identical);
+      result.identical = live.digest === result.replayed && live.seq === replayed.head.seq && snapshots.every((c) => c.identical || c.unusable !== undefined);
     }
     return result;
   }

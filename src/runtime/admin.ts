@@ -185,6 +185,8 @@ export interface MemoryVerifyResult {
 export interface SnapshotCheck {
   seq: number;
   identical: boolean;
+  /** Why the kernel would pass this snapshot over (it is then not compared). */
+  unusable?: string;
 }
 
 export interface StateReplayResult {

@@ -9,7 +9,8 @@ import { open } from "lmdb";
 import { SyscallOp, subjects, syscallId } from "../../src/protocol/mod.js";
 import { connectNats } from "../../src/transport/connection.js";
 import { SyscallClient } from "../../src/sdk/syscalls.js";
-import { SnapshotStore } from "../../services/kernel/snapshot.js";
+import { SnapshotStore, decodeState } from "../../services/kernel/snapshot.js";
+import { keyFiles, loadKey, sign } from "../../src/transport/identity.js";
 import { recordingAgent, startHarness, until, type Harness } from "../support/harness.js";
 
 describe("kernel state snapshots", () => {
@@ -134,5 +135,37 @@ describe("kernel state snapshots", () => {
     await work(2);
     const r = await h.admin.replayState();
     expect(r.identical).toBe(true);
+    // replay state reports it as one the kernel passes over, not as a different state.
+    expect(r.snapshots).toContainEqual({ seq: newest, identical: false, unusable: expect.stringMatching(/bytes do not have the hash/) });
   });
+
+  it("names a snapshot whose state is not the log's, even one signed with the kernel's own key", async () => {
+    await h.killKernel("SIGTERM");
+    // Someone holding the kernel's key signs a state the log does not explain (an identity gone).
+    const store = SnapshotStore.open(h.layout.kernelSnapshots);
+    const newest = store.list().at(-1)?.seq as number;
+    const state = decodeState(await readSnapshotBytes(newest));
+    state.identities.delete("worker");
+    const key = loadKey(keyFiles(h.layout.keys).kernel);
+    await store.save(state, { key: key.getPublicKey(), sign: (m) => sign(key, m) });
+    await store.close();
+
+    h.kernelLog.length = 0;
+    await h.startKernel();
+    await h.admin.waitForKernel();
+    const r = await h.admin.replayState();
+    expect(r.identical).toBe(false);
+    expect(r.snapshots).toContainEqual({ seq: newest, identical: false });
+    expect(r.snapshots.filter((c) => c.seq !== newest).every((c) => c.identical || c.unusable !== undefined)).toBe(true);
+  });
+
+  async function readSnapshotBytes(seq: number): Promise<Uint8Array> {
+    const env = open({ path: h.layout.kernelSnapshots, compression: false });
+    try {
+      const db = env.openDB<{ state: Uint8Array }, number>("snapshots", { encoding: "msgpack" });
+      return db.get(seq)?.state as Uint8Array;
+    } finally {
+      await env.close();
+    }
+  }
 });

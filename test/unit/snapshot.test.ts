@@ -1,7 +1,7 @@
 /**
  * Kernel state snapshots: the encoding keeps everything the state digest covers (and the order
  * eviction depends on), and the store hands back only a snapshot that is signed by the kernel's
- * key, taken after an entry the log still has, and decodes to the digest it was saved with.
+ * key, taken after an entry the log still has, and whose bytes are the ones that were signed.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -161,7 +161,7 @@ describe("snapshot store", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it("loads the newest snapshot that checks out, decoded to the saved digest", async () => {
+  it("loads the newest snapshot that checks out, decoded to the state it was taken of", async () => {
     const h = History.varied();
     const info = await store.save(h.state, signer(kernel));
     const { loaded, skipped } = await store.load(checks(h));

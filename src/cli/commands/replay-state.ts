@@ -90,7 +90,7 @@ function report(identical: boolean, k: StateReplayResult, memory: MemoryOutcome)
     `  kernel  ${k.identical ? "identical" : "DIFFERENT"}: ${k.folded} events folded in ${k.ms} ms (${k.eventsPerSec} events/s)`,
     `          replayed ${k.replayed}`,
     `          live     ${k.live ?? "?"}`,
-    ...k.snapshots.map((c) => `          snapshot #${c.seq} ${c.identical ? "matches the fold" : "DIFFERS from the fold"}`),
+    ...k.snapshots.map((c) => `          snapshot #${c.seq} ${c.unusable !== undefined ? `unusable, the kernel passes it over: ${c.unusable}` : c.identical ? "matches the fold" : "DIFFERS from the fold"}`),
   ];
   if ("compared" in memory) {
     const m = memory.compared;
