@@ -20,7 +20,7 @@ import { open, type Database, type RootDatabase } from "lmdb";
 import { Packr } from "msgpackr";
 import { ErrorCode, MaxwellError, type BudgetLimits } from "../../src/protocol/mod.js";
 import { Budgets, type BudgetUsage } from "./budget.js";
-import { stateDigest, type KernelState } from "./state.js";
+import type { KernelState } from "./state.js";
 
 /** What is kept with each snapshot, besides its bytes. */
 export interface SnapshotInfo {
