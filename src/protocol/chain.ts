@@ -7,6 +7,7 @@
  */
 import { createHash } from "node:crypto";
 import { decodeMap } from "./codec.js";
+import { blobHash, type BlobRef } from "./blobs.js";
 import { checkpointMessage, EventType } from "./events.js";
 
 /** `prev` of the first entry. */
@@ -69,6 +70,10 @@ export class ChainVerifier {
   private keyInEffect: string | undefined;
   /** The first checkpoint signed by another key than the trusted one, unless a fork hands over to it later. */
   private untrusted: ChainProblem | undefined;
+  /** Blob entries seen: seq → content hash (blobs.ts), to check the events that name them. */
+  private readonly blobs = new Map<number, string>();
+  /** First sequence fed: references to blobs before it cannot be checked (a bundle from mid-log). */
+  private readonly firstSeq: number;
 
   constructor(
     private readonly trustedKey: string | undefined,
@@ -80,6 +85,7 @@ export class ChainVerifier {
       this.expectedSeq = start.seq;
       this.head = start.prev;
     }
+    this.firstSeq = this.expectedSeq;
   }
 
   get failed(): boolean {
@@ -111,6 +117,11 @@ export class ChainVerifier {
           ? `event #${before} was altered (its hash no longer matches the prev recorded by #${entry.seq}), or #${entry.seq}'s link was`
           : `event #${entry.seq} does not start the chain`,
       );
+      return;
+    }
+    const blobProblem = this.checkBlobs(entry.seq, event);
+    if (blobProblem !== undefined) {
+      this.fail(entry.seq, blobProblem);
       return;
     }
     if (event["type"] === EventType.Genesis && typeof event["kernelKey"] === "string") this.keyInEffect ??= event["kernelKey"];
@@ -174,6 +185,31 @@ export class ChainVerifier {
     }
     this.entries += 1;
     this.expectedSeq = entry.seq + 1;
+  }
+
+  /**
+   * A blob entry must hash to its address; an event naming blobs must name, for each part, an
+   * earlier blob entry of that hash (when the entry is among those verified).
+   */
+  private checkBlobs(seq: number, event: Record<string, unknown>): string | undefined {
+    if (event["type"] === EventType.Blob) {
+      const data = event["data"];
+      if (!(data instanceof Uint8Array) || typeof event["hash"] !== "string") return "blob entry is malformed";
+      if (blobHash(data) !== event["hash"]) return "blob entry's bytes do not hash to its address";
+      this.blobs.set(seq, event["hash"]);
+      return undefined;
+    }
+    const refs = event["blobs"];
+    if (refs === undefined) return undefined;
+    if (typeof refs !== "object" || refs === null) return "'blobs' is malformed";
+    for (const [path, ref] of Object.entries(refs as Record<string, unknown>)) {
+      const r = ref as Partial<BlobRef> | null;
+      if (typeof r?.seq !== "number" || typeof r.hash !== "string") return `blob reference '${path}' is malformed`;
+      if (r.seq >= seq) return `'${path}' names blob #${r.seq}, which is not before it`;
+      if (r.seq < this.firstSeq) continue;
+      if (this.blobs.get(r.seq) !== r.hash) return `'${path}' names blob ${r.hash.slice(0, 12)}… at #${r.seq}, which is not there`;
+    }
+    return undefined;
   }
 
   /**

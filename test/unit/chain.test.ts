@@ -9,6 +9,7 @@ import { ChainVerifier, GENESIS_PREV, entryHash, type StoredEntry, type VerifyRe
 import { decodeMap, encode } from "../../src/protocol/codec.js";
 import { EventType, checkpointMessage } from "../../src/protocol/events.js";
 import { subjects } from "../../src/protocol/subjects.js";
+import { blobHash } from "../../src/protocol/blobs.js";
 import { sign, verifySignature } from "../../src/transport/identity.js";
 
 const kernel = createServer();
@@ -322,5 +323,41 @@ describe("ChainVerifier", () => {
       expect(verify(base({ signer: intruder }), { trusted: null }).ok).toBe(true);
       expect(verify(base({ signer: intruder, key: kernel.getPublicKey() }), { trusted: null }).problem?.reason).toMatch(/signature is invalid/);
     });
+  });
+});
+
+describe("ChainVerifier and payloads stored by hash", () => {
+  const payload = encode("a long model message ".repeat(200));
+  const hash = blobHash(payload);
+  const blob = (fields: Record<string, unknown> = {}): Spec => ({ subject: subjects.logBlob(), fields: { type: EventType.Blob, hash, size: payload.length, data: payload, ...fields } });
+  const naming = (seq: number, named = hash): Spec => ({
+    subject: subjects.logEffect("worker"),
+    fields: { type: EventType.EffectStarted, actor: "worker", kind: "llm", op: "complete", target: "m", args: { messages: [null] }, blobs: { "args/messages/0": { hash: named, seq, size: payload.length } } },
+  });
+  const genesis: Spec = { subject: subjects.logKernel("genesis"), fields: { type: EventType.Genesis, kernelKey: kernel.getPublicKey() } };
+
+  it("accepts blobs that hash to their address and events that name them", () => {
+    const report = verify(buildLog([genesis, blob(), naming(2), naming(2), { checkpoint: {} }]));
+    expect(report.ok).toBe(true);
+  });
+
+  it("names a blob entry whose bytes do not hash to its address, even in an intact chain", () => {
+    const report = verify(buildLog([genesis, blob({ data: encode("something else") }), naming(2), { checkpoint: {} }]));
+    expect(report.problem).toEqual({ seq: 2, reason: expect.stringMatching(/do not hash to its address/) });
+  });
+
+  it("names an event that names a blob which is not there", () => {
+    const wrongSeq = verify(buildLog([genesis, blob(), message("worker", "x"), naming(3), { checkpoint: {} }]));
+    expect(wrongSeq.problem).toEqual({ seq: 4, reason: expect.stringMatching(/which is not there/) });
+    const wrongHash = verify(buildLog([genesis, blob(), naming(2, "b".repeat(64)), { checkpoint: {} }]));
+    expect(wrongHash.problem?.seq).toBe(3);
+    const later = verify(buildLog([genesis, naming(3), blob(), { checkpoint: {} }]));
+    expect(later.problem).toEqual({ seq: 2, reason: expect.stringMatching(/not before it/) });
+  });
+
+  it("leaves references to blobs before a bundle's first entry unchecked", () => {
+    const full = buildLog([genesis, blob(), message("worker", "x"), naming(2), { checkpoint: {} }]);
+    const start = { seq: 3, prev: entryHash((full[1] as StoredEntry).subject, (full[1] as StoredEntry).data) };
+    expect(verify(full.slice(2), { start }).ok).toBe(true);
   });
 });
