@@ -19,9 +19,10 @@ Defaults come from the data directory (--data, MAXWELL_HOME, or ./.maxwell).
 
   --approval-ttl-ms N   how long an action held for a human waits before it expires (= deny);
                         default 900000 (15 minutes)
-  --snapshot-every N    save the folded state every N events (default 50000) and at a clean
+  --snapshot-every N    save the folded state every N events (default: 50000, or once per
+                        remembered syscall and delivery when there are more) and at a clean
                         stop, under <data>/kernel/snapshots; a restart folds only the log after
-                        the newest snapshot that checks out (signature, chain hash, digest)
+                        the newest snapshot that checks out (signature, chain hash, bytes hash)
   --no-snapshots        take none and ignore any saved: fold the whole log at start
   --fork                take over a log another kernel key started (the sandbox of 'maxwell replay
                         fork'): append a kernel.fork event handing over to this kernel's key and
