@@ -290,6 +290,7 @@ export function decideSyscall(state: KernelState, policy: PolicyEngine, input: S
       request,
     );
     if (to !== undefined) event.to = to;
+    if (op !== SyscallOp.Mem) event.request = request;
     return { kind: "append", subject: subjects.logDecision(actor), msgId, event, answer: () => ({ ok: false, error }) };
   };
   const kernelDecision = (reason: string): Decision => ({ effect: "deny", policies: [`kernel:${reason}`], policySet: policy.policySet.hash });

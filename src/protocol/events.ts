@@ -183,6 +183,12 @@ export interface DeniedEvent extends EventBase, CausedFields {
   decision: Decision;
   error: WireError;
   observed?: Observation[];
+  /**
+   * The refused request as the actor sent it, so replay can compare all of it. Absent for memory
+   * operations (a value in it would be in the log in the clear, beyond erasure) and in events
+   * written before it was recorded.
+   */
+  request?: SyscallRequest;
 }
 
 /** Input that could not be accepted (malformed, invalid, forged). */

@@ -359,6 +359,12 @@ function recordedView(e: Primary): RecordedSyscall {
     case EventType.Reply:
       return e.error ? { ...base, op: SyscallOp.Reply, target: e.to, error: { code: e.error.code, message: e.error.message } } : { ...base, op: SyscallOp.Reply, target: e.to, body: e.body };
     case EventType.Denied: {
+      // The whole refused request where the log has it; op and target only where it does not.
+      if (e.request !== undefined) {
+        const view: RecordedSyscall = { ...requestView(e.op, e.request), ...base };
+        if (e.to !== undefined) view.target = e.to;
+        return view;
+      }
       const view: RecordedSyscall = { ...base, op: e.op, bodyRecorded: false };
       if (e.to !== undefined) view.target = e.to;
       return view;
@@ -394,6 +400,10 @@ function requestView(op: string, req: SyscallRequest): SyscallView {
       break;
     case SyscallOp.Tool:
       view.body = req.body ?? {};
+      break;
+    case SyscallOp.Reply:
+      if (req.error) view.error = { code: req.error.code, message: req.error.message };
+      else view.body = req.body ?? null;
       break;
     default:
       view.body = req.body;

@@ -133,6 +133,15 @@ describe("decideSyscall", () => {
       });
       const stored = fold.commit(out);
       expect(out.answer(stored)).toEqual({ ok: false, error: expect.objectContaining({ code: "forbidden" }) });
+      // The refused request is kept whole, so replay can compare all of it.
+      expect(out.event).toMatchObject({ request: { id: "l:0", to: "worker", body: "hi" } });
+    });
+
+    it("keeps a refused memory operation's request out of the denial: its value would be beyond erasure", () => {
+      const out = appended(decide("coord", SyscallOp.Mem, { id: "cmem:0", to: "agent:coord", body: { op: "put", key: "k", value: "the vault combination" } }));
+      expect(out.event).toMatchObject({ type: EventType.Denied, op: "mem", to: "agent:coord" });
+      expect(out.event).not.toHaveProperty("request");
+      expect(Buffer.from(encode(out.event)).toString("latin1")).not.toContain("vault combination");
     });
 
     it("delivers a principal's send to the target's inbox, stamped with the principal as itself at depth 0", () => {

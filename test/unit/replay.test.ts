@@ -61,8 +61,9 @@ class LogBuilder {
     return this.push({ ...this.caused(actor, step, { ...(causation ? { causation } : {}) }), type: "effect.completed", effect, kind, op, target, labels: ["untrusted"], ...outcome }).id;
   }
 
-  denied(actor: string, step: string, op: string, to: string, error: WireError, extra: { causation?: string; observed?: Observation[] } = {}): EventId {
-    return this.push({ ...this.caused(actor, step, extra), type: "decision.denied", op, to, decision: { ...decision, effect: "deny" }, error }).id;
+  denied(actor: string, step: string, op: string, to: string, error: WireError, extra: { causation?: string; observed?: Observation[]; request?: Record<string, unknown> } = {}): EventId {
+    const { request, ...caused } = extra;
+    return this.push({ ...this.caused(actor, step, caused), type: "decision.denied", op, to, decision: { ...decision, effect: "deny" }, error, ...(request ? { request } : {}) }).id;
   }
 
   record(actor: string, step: string, observed: Observation[], extra: { causation?: string } = {}): EventId {
@@ -251,6 +252,18 @@ describe("agent replay", () => {
     // The log keeps no body for a denied syscall: the op and target are what is compared.
     const other = defineAgent({ onMessage: (_m, ctx) => ctx.tool("file-write", {}).catch(() => undefined) });
     expect((await replayAgent(other, log.events, { name: "rogue" })).divergence).toMatchObject({ kind: "mismatch", summary: expect.stringContaining("target differ") });
+  });
+
+  it("compares the whole refused request where the log records it: other arguments to the same tool diverge", async () => {
+    const log = new LogBuilder();
+    const msg = log.deliver("rogue", "try");
+    const id = syscallId(msg.id, 0);
+    const error = { code: ErrorCode.Forbidden, message: "denied: no policy permits rogue to tool.call db-drop (default deny)" };
+    log.denied("rogue", id, "tool", "db-drop", error, { causation: msg.id, request: { id, to: "db-drop", body: { table: "users" }, causation: msg.id } });
+    const dropping = (table: string) => defineAgent({ onMessage: (_m, ctx) => ctx.tool("db-drop", { table }).catch(() => undefined) });
+    expect((await replayAgent(dropping("users"), log.events, { name: "rogue" })).identical).toBe(true);
+    const other = await replayAgent(dropping("orders"), log.events, { name: "rogue" });
+    expect(other.divergence).toMatchObject({ kind: "mismatch", syscall: id, summary: expect.stringContaining("args differ") });
   });
 
   it("serves a held call with what followed the human's decision", async () => {
