@@ -11,7 +11,12 @@
  * - each checkpoint's sequence → the `upTo` it signs and the sequence of the entry stored just
  *   before it (what audit compares the signed head with);
  * - the events that name a kernel key (genesis, fork); entries that cannot be decoded; `input.rejected` events by actor; and
- *   every name that appears as an event's `actor`, `to` or `name` (replay's "appears nowhere").
+ *   every name that appears as an event's `actor`, `to` or `name` (replay's "appears nowhere");
+ * - per name, the sequences `audit principal|agent NAME` reads, chosen as `ActivityFold` chooses
+ *   them: for a principal, the events with `principal` = NAME, the decisions on their holds and the
+ *   decisions it made (`by`); for an agent, the events with `actor` = NAME, the decisions on its
+ *   holds and the messages and replies delivered to it (`to`). Each decision on a hold also maps to
+ *   the hold's own sequence, which a summary from `--since` on needs when the hold came before it.
  *
  * A watermark (the last sequence indexed and the hash of that entry) says where catching up
  * starts; when the entry there no longer has that hash (another log: a data dir reset, another
@@ -27,8 +32,8 @@
  * ```
  */
 import { open, type Database, type RootDatabase } from "lmdb";
-import { ErrorCode, EventType, MaxwellError, decodeMap, entryHash, type SignatureCheck, type StoredEntry } from "../protocol/mod.js";
-import { TraceCollector, type TraceEvidence } from "./audit.js";
+import { ErrorCode, EventType, MaxwellError, decodeMap, entryHash, type LogEvent, type SignatureCheck, type StoredEntry } from "../protocol/mod.js";
+import { ActivityFold, TraceCollector, type ActivitySummary, type Since, type SummarySubject, type TraceEvidence } from "./audit.js";
 
 /** What the index reads the log through: the CLI's log source, the daemon's admin client. */
 export interface LogReader {
@@ -63,7 +68,7 @@ export interface IndexedCheckpoint {
 }
 
 /** Bumped when what the index stores changes: an index of another format is rebuilt. */
-const FORMAT = 1;
+const FORMAT = 2;
 /** Entries per write transaction while catching up. */
 const BATCH = 2000;
 /** Longer keys are not indexed (LMDB keys are bounded; no real trace id or name comes close). */
@@ -90,6 +95,14 @@ export class LogIndex {
   private readonly rejected: Database<number, string>;
   /** actor, recipient or identity name → first seq it appears at. */
   private readonly names: Database<number, string>;
+  /** principal → seq of each event its summary reads (dupSort). */
+  private readonly principalActivity: Database<number, string>;
+  /** agent → seq of each event its summary reads (dupSort). */
+  private readonly agentActivity: Database<number, string>;
+  /** approval.requested id (an event id: unique in the log) → [its seq, its actor, its principal] ("" when absent). */
+  private readonly holdOwners: Database<[number, string, string], string>;
+  /** seq of an approval.decided on an indexed hold → seq of that hold. */
+  private readonly decidedHolds: Database<number, number>;
   private readonly tables: Array<Database<unknown, Key>>;
   /** Entries read back to compare with the log, for tests and the bench. */
   fetched = 0;
@@ -110,7 +123,24 @@ export class LogIndex {
     this.undecodableSeqs = env.openDB<number, number>("undecodable", {});
     this.rejected = env.openDB<number, string>("rejected", dup);
     this.names = env.openDB<number, string>("names", {});
-    this.tables = [this.meta, this.traces, this.holds, this.checkpoints, this.keyEvents, this.undecodableSeqs, this.rejected, this.names] as Array<Database<unknown, Key>>;
+    this.principalActivity = env.openDB<number, string>("principal-activity", dup);
+    this.agentActivity = env.openDB<number, string>("agent-activity", dup);
+    this.holdOwners = env.openDB<[number, string, string], string>("hold-owners", {});
+    this.decidedHolds = env.openDB<number, number>("decided-holds", {});
+    this.tables = [
+      this.meta,
+      this.traces,
+      this.holds,
+      this.checkpoints,
+      this.keyEvents,
+      this.undecodableSeqs,
+      this.rejected,
+      this.names,
+      this.principalActivity,
+      this.agentActivity,
+      this.holdOwners,
+      this.decidedHolds,
+    ] as Array<Database<unknown, Key>>;
     if (this.meta.get(FORMAT_KEY) !== FORMAT) {
       env.transactionSync(() => {
         if (this.meta.get(FORMAT_KEY) === FORMAT) return;
@@ -124,7 +154,7 @@ export class LogIndex {
   static open(path: string): LogIndex {
     let env: RootDatabase<unknown, Key>;
     try {
-      env = open<unknown, Key>({ path, maxDbs: 12 });
+      env = open<unknown, Key>({ path, maxDbs: 16 });
     } catch (err) {
       throw new MaxwellError(ErrorCode.Unavailable, `cannot open the log index at ${path}: ${(err as Error).message} (it is disposable: remove the folder to rebuild it)`, { cause: err });
     }
@@ -209,11 +239,17 @@ export class LogIndex {
     // Genesis and fork events name the kernel key that signs the checkpoints after them.
     if (typeof e["kernelKey"] === "string") void this.keyEvents.put(seq, 1);
     const trace = keyOf(e["trace"]);
+    const id = keyOf(e["id"]);
     if (trace !== undefined) {
       void this.traces.put(trace, seq);
-      const id = keyOf(e["id"]);
       if (type === EventType.ApprovalRequested && id !== undefined) void this.holds.put(id, trace);
     }
+    // What ActivityFold counts for a principal or an agent (a pair repeated is stored once).
+    const actor = keyOf(e["actor"]);
+    const principal = keyOf(e["principal"]);
+    if (actor !== undefined) void this.agentActivity.put(actor, seq);
+    if (principal !== undefined) void this.principalActivity.put(principal, seq);
+    if (type === EventType.ApprovalRequested && id !== undefined) void this.holdOwners.put(id, [seq, actor ?? "", principal ?? ""]);
     switch (type) {
       case EventType.Checkpoint:
         void this.checkpoints.put(seq, [typeof e["upTo"] === "number" ? e["upTo"] : -1, previous]);
@@ -222,6 +258,20 @@ export class LogIndex {
         const approval = keyOf(e["approval"]);
         const held = approval !== undefined ? this.holds.get(approval) : undefined;
         if (held !== undefined) void this.traces.put(held, seq);
+        const owner = approval !== undefined ? this.holdOwners.get(approval) : undefined;
+        if (owner !== undefined) {
+          void this.decidedHolds.put(seq, owner[0]);
+          if (owner[1] !== "") void this.agentActivity.put(owner[1], seq);
+          if (owner[2] !== "") void this.principalActivity.put(owner[2], seq);
+        }
+        const by = keyOf(e["by"]);
+        if (by !== undefined) void this.principalActivity.put(by, seq);
+        break;
+      }
+      case EventType.Message:
+      case EventType.Reply: {
+        const to = keyOf(e["to"]);
+        if (to !== undefined) void this.agentActivity.put(to, seq);
         break;
       }
       case EventType.Rejected: {
@@ -300,6 +350,31 @@ export class LogIndex {
     return [...this.rejected.getValues(actor)];
   }
 
+  /**
+   * Sequences of the events a summary of `subject` from sequence `from` on reads, ascending: those
+   * it counts from `from` on, and the subject's holds before `from` that those decide (the summary
+   * counts a decision on a hold it has seen). Empty for a name the index cannot hold
+   * ({@link isIndexableName}).
+   */
+  activityOf(subject: SummarySubject, from = 1): number[] {
+    if (!isIndexableName(subject.name)) return [];
+    const table = subject.kind === "principal" ? this.principalActivity : this.agentActivity;
+    const seqs = from <= 1 ? [...table.getValues(subject.name)] : [...table.getValues(subject.name, { start: from })];
+    if (from <= 1) return seqs;
+    const holds = new Set<number>();
+    for (const seq of seqs) {
+      const hold = this.decidedHolds.get(seq);
+      // A decision counted only because the principal made it (`by`) is on another's hold.
+      if (hold !== undefined && hold < from && firstOf(table.getValues(subject.name, { start: hold, limit: 1 })) === hold) holds.add(hold);
+    }
+    return holds.size === 0 ? seqs : [...holds, ...seqs].sort((a, b) => a - b);
+  }
+
+  /** The sequence of the hold the `approval.decided` event at `seq` decides, when that hold is in the log before it. */
+  holdOfDecision(seq: number): number | undefined {
+    return this.decidedHolds.get(seq);
+  }
+
   /** Whether `name` appears in the log as an event's actor, recipient or identity name. */
   mentions(name: string): boolean {
     return this.names.get(name) !== undefined;
@@ -312,6 +387,16 @@ export class LogIndex {
 
 function keyOf(value: unknown): string | undefined {
   return typeof value === "string" && value.length > 0 && value.length <= MAX_KEY ? value : undefined;
+}
+
+function firstOf<T>(values: Iterable<T>): T | undefined {
+  for (const v of values) return v;
+  return undefined;
+}
+
+/** Whether the index keeps postings for `name` (empty names and names over 256 characters it does not). */
+export function isIndexableName(name: string): boolean {
+  return keyOf(name) !== undefined;
 }
 
 /**
@@ -343,6 +428,40 @@ export async function indexedTraceEvidence(index: LogIndex, reader: LogReader, p
   const collector = new TraceCollector(trace, check);
   for (const entry of entries.sort((a, b) => a.seq - b.seq)) collector.add(entry);
   return collector.result();
+}
+
+/** A summary read through the index, with how many log entries do not decode. */
+export interface IndexedActivity {
+  summary: ActivitySummary;
+  /** Entries of the whole log that could not be decoded, as a full read counts them. */
+  undecodable: number;
+}
+
+/**
+ * What `maxwell audit principal|agent NAME [--since]` prints, read through the index: the
+ * subject's postings fed to an {@link ActivityFold} in log order, so the summary is the one a full
+ * read gives. From `--since SEQ` on, postings start at SEQ, and the holds (before SEQ) of decisions
+ * after it are fetched too: the fold needs them to count those decisions. From `--since TIME` on,
+ * every posting is fetched and the fold drops what came before. The index must be caught up, and
+ * `subject.name` indexable ({@link isIndexableName}).
+ */
+export async function indexedActivity(index: LogIndex, reader: LogReader, subject: SummarySubject, since?: Since): Promise<IndexedActivity> {
+  if (!isIndexableName(subject.name)) throw new MaxwellError(ErrorCode.BadRequest, `the log index holds no activity of a name of ${subject.name.length} characters`);
+  const entries = await reader.entriesAt(index.activityOf(subject, since !== undefined && "seq" in since ? since.seq : 1));
+  index.fetched += entries.length;
+  const undecodable = new Set(index.undecodable());
+  const fold = new ActivityFold(subject, since);
+  for (const entry of entries.sort((a, b) => a.seq - b.seq)) {
+    let event: LogEvent;
+    try {
+      event = decodeMap(entry.data) as unknown as LogEvent;
+    } catch {
+      undecodable.add(entry.seq);
+      continue;
+    }
+    fold.add(event);
+  }
+  return { summary: fold.result(), undecodable: undecodable.size };
 }
 
 /**

@@ -3,8 +3,9 @@
  * multi-agent piece of work (a request to a worker that calls the model, a read tool, a denied
  * send, a destructive tool call held until a human approves it) next to another principal's
  * work; then the built CLI: `audit trace` (text, JSON, HTML) shows exactly that trace's events,
- * `audit principal|agent` summarize, and `log export` + `verify --bundle` accept the untouched
- * bundle and name the entry in each tampered one.
+ * `audit principal|agent` summarize (through the log index, as a full read would, reading only the
+ * subject's entries), and `log export` + `verify --bundle` accept the untouched bundle and name the
+ * entry in each tampered one.
  */
 import { Buffer } from "node:buffer";
 import { execFile } from "node:child_process";
@@ -15,8 +16,8 @@ import { promisify } from "node:util";
 import { createServer } from "@nats-io/nkeys";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EventType, SyscallOp, checkpointMessage, decodeMap, encode, newScope, subjects, syscallId, type LogEvent } from "../../src/protocol/mod.js";
-import { TraceCollector, auditTrace } from "../../src/runtime/audit.js";
-import { LogIndex, indexedTraceEvidence, type LogReader } from "../../src/runtime/log-index.js";
+import { ActivityFold, TraceCollector, auditTrace, type Since, type SummarySubject } from "../../src/runtime/audit.js";
+import { LogIndex, indexedActivity, indexedTraceEvidence, type LogReader } from "../../src/runtime/log-index.js";
 import { cliEntry } from "../../src/runtime/paths.js";
 import { createLogger } from "../../src/runtime/logger.js";
 import { connectNats, type NatsConnection } from "../../src/transport/connection.js";
@@ -302,6 +303,111 @@ describe("maxwell audit and log export", () => {
     expect(later.tally.events).toBe(0);
     expect(badSince.code).toBe(1);
     expect(badSince.stderr).toMatch(/--since must be a log sequence or an ISO time/);
+  });
+
+  it("audit principal and audit agent through the log index print exactly what a full scan prints, with and without --since", async () => {
+    const decision = log.find((e) => e.type === EventType.ApprovalDecided) as Extract<LogEvent, { type: "approval.decided" }>;
+    const hold = log.find((e) => e.type === EventType.ApprovalRequested && e.id === decision.approval) as LogEvent;
+    const start = log.find((e) => e.type === EventType.Message && e.actor === "alice") as LogEvent;
+    expect(hold.seq).toBeLessThan(decision.seq);
+    // From the decision on: its hold is before --since, and the decision still counts.
+    const atDecision = String(decision.seq);
+    const cases: Array<[string, string, string[]]> = [
+      ["principal", "alice", []],
+      ["principal", "alice", ["--since", atDecision]],
+      ["principal", "carol", []],
+      ["principal", "alice", ["--since", new Date(hold.at).toISOString()]],
+      ["principal", "bob", []],
+      ["agent", "worker-1", []],
+      ["agent", "worker-1", ["--since", new Date(start.at).toISOString()]],
+      ["agent", "coordinator", ["--since", atDecision]],
+      ["agent", "nobody", []],
+    ];
+    let sawDecisionFromSince = false;
+    // Four CLI runs per case; two cases at a time (a 2-core machine).
+    for (let i = 0; i < cases.length; i += 2) {
+      await Promise.all(
+        cases.slice(i, i + 2).map(async ([kind, name, since]) => {
+          const [text, scanText, json, scanJson] = await Promise.all([
+            maxwell("audit", kind, name, ...since),
+            maxwell("audit", kind, name, ...since, "--scan"),
+            maxwell("audit", kind, name, ...since, "--json"),
+            maxwell("audit", kind, name, ...since, "--json", "--scan"),
+          ]);
+          const what = `audit ${kind} ${name} ${since.join(" ")}`;
+          expect(text.code, what).toBe(0);
+          expect(text.stderr, what).toBe("");
+          expect(text.stdout, what).toBe(scanText.stdout);
+          expect(json.code, what).toBe(0);
+          expect(json.stdout, what).toBe(scanJson.stdout);
+          const summary = JSON.parse(json.stdout) as { tally: { events: number; holds: { approved: number } } };
+          if (name !== "nobody") expect(summary.tally.events, what).toBeGreaterThan(0);
+          if (since[1] === atDecision && summary.tally.holds.approved > 0) sawDecisionFromSince = true;
+        }),
+      );
+    }
+    expect(sawDecisionFromSince).toBe(true);
+  });
+
+  it("audit principal and audit agent through the index read the subject's entries, not the log", async () => {
+    const index = LogIndex.open(join(out, "activity-index"));
+    let scanned = 0;
+    let fetched = 0;
+    const reader: LogReader = {
+      async *entries({ from }) {
+        for await (const e of h.admin.entries(from)) {
+          scanned += 1;
+          yield e;
+        }
+      },
+      async entriesAt(seqs) {
+        const found = await h.admin.readAt(seqs);
+        fetched += found.length;
+        return found;
+      },
+    };
+    const fullRead = async (subject: SummarySubject, since?: Since) => {
+      const fold = new ActivityFold(subject, since);
+      let counted = 0;
+      for await (const e of h.admin.entries(1)) {
+        const before = fold.result().tally.events;
+        fold.add(decodeMap(e.data) as unknown as LogEvent);
+        if (fold.result().tally.events > before) counted += 1;
+      }
+      return { summary: fold.result(), counted };
+    };
+    try {
+      // Other work around the subjects' that a summary must not read.
+      for (let i = 0; i < 300; i += 50) await Promise.all(Array.from({ length: 50 }, (_, j) => h.admin.budgetSet({ scope: "agent", name: "bystander", limits: { toolCalls: 2000 + i + j } })));
+      await index.catchUp(reader);
+      const total = scanned;
+      expect(total).toBeGreaterThanOrEqual(log.length + 300);
+      const decision = log.find((e) => e.type === EventType.ApprovalDecided) as LogEvent;
+      for (const [subject, since] of [
+        [{ kind: "principal", name: "alice" }, undefined],
+        [{ kind: "principal", name: "alice" }, { seq: decision.seq }],
+        [{ kind: "agent", name: "worker-1" }, undefined],
+        [{ kind: "agent", name: "coordinator" }, { seq: decision.seq }],
+      ] as Array<[SummarySubject, Since | undefined]>) {
+        scanned = 0;
+        await index.catchUp(reader);
+        // Catching up read the entry at the watermark back; count from here.
+        fetched = 0;
+        const indexed = await indexedActivity(index, reader, subject, since);
+        const full = await fullRead(subject, since);
+        const whole = await fullRead(subject);
+        expect(indexed.summary).toEqual(full.summary);
+        expect(indexed.undecodable).toBe(0);
+        expect(full.summary.tally.events).toBeGreaterThan(0);
+        // Nothing read in order beyond what was appended; by sequence, only the subject's entries.
+        expect(scanned).toBeLessThan(10);
+        expect(fetched).toBeGreaterThan(0);
+        expect(fetched).toBeLessThanOrEqual(whole.counted);
+        expect(fetched).toBeLessThan(total / 10);
+      }
+    } finally {
+      await index.close();
+    }
   });
 
   describe("log export and verify --bundle", () => {

@@ -2,13 +2,16 @@
  * The log index against a real nats-server and a real LMDB in a temp dir: it catches up from its
  * watermark, finds a trace by a unique prefix (and refuses an ambiguous one with the full scan's
  * words), gives the same trace evidence as reading the whole log while fetching only the trace's
- * entries and the checkpoints that sign them, rebuilds itself when pointed at another log, and
- * stays exact when two catch-ups race.
+ * entries and the checkpoints that sign them, keeps per principal and per agent the entries their
+ * summaries read (the same summary as a full read, from the subject's entries only), rebuilds
+ * itself when pointed at another log or when it was built in another format, and stays exact when
+ * two catch-ups race.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createServer } from "@nats-io/nkeys";
+import { open } from "lmdb";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   EVENT_VERSION,
@@ -16,16 +19,18 @@ import {
   GENESIS_PREV,
   MaxwellError,
   checkpointMessage,
+  decodeMap,
   encode,
   entryHash,
   newEventId,
   newTraceId,
   subjects,
+  type LogEvent,
   type StoredEntry,
 } from "../../src/protocol/mod.js";
-import { TraceCollector, auditTrace, type TraceEvidence } from "../../src/runtime/audit.js";
+import { ActivityFold, TraceCollector, auditTrace, type ActivitySummary, type Since, type SummarySubject, type TraceEvidence } from "../../src/runtime/audit.js";
 import { startEmbedded, type EmbeddedServer } from "../../src/runtime/deployment.js";
-import { LogIndex, LogIndexFollower, indexedReplayEntries, indexedTraceEvidence, type LogReader } from "../../src/runtime/log-index.js";
+import { LogIndex, LogIndexFollower, indexedActivity, indexedReplayEntries, indexedTraceEvidence, type LogReader } from "../../src/runtime/log-index.js";
 import { connectNats, ensureLogStream, jetstream, jetstreamManager, readEntriesAt, readLog, type JetStreamClient, type JetStreamManager, type NatsConnection } from "../../src/transport/connection.js";
 import { sign, verifySignature } from "../../src/transport/identity.js";
 
@@ -120,6 +125,27 @@ async function fullScan(log: SyntheticLog, prefix: string): Promise<TraceEvidenc
   const collector = new TraceCollector(prefix, verifySignature);
   for await (const e of readLog(log.js, log.jsm, { fromSeq: 1 })) collector.add(e);
   return collector.result();
+}
+
+/**
+ * A full read's summary of `subject`, and the sequences of the events it counted (those that
+ * raised its event count): with no `since`, what the subject's postings must be.
+ */
+async function fullActivity(log: SyntheticLog, subject: SummarySubject, since?: Since): Promise<{ summary: ActivitySummary; counted: number[] }> {
+  const fold = new ActivityFold(subject, since);
+  const counted: number[] = [];
+  for await (const entry of readLog(log.js, log.jsm, { fromSeq: 1 })) {
+    let event: LogEvent;
+    try {
+      event = decodeMap(entry.data) as unknown as LogEvent;
+    } catch {
+      continue;
+    }
+    const before = fold.result().tally.events;
+    fold.add(event);
+    if (fold.result().tally.events > before) counted.push(entry.seq);
+  }
+  return { summary: fold.result(), counted };
 }
 
 async function startLog(dir: string): Promise<{ embedded: EmbeddedServer; log: SyntheticLog }> {
@@ -221,6 +247,58 @@ describe("log index", () => {
     }
   });
 
+  it("keeps per principal and per agent the entries a full read's summary counts, and gives the same summary from them", async () => {
+    const index = LogIndex.open(indexDir());
+    try {
+      const r = reader(a.log.js, a.log.jsm);
+      await index.catchUp(r);
+      const events = a.log.entries.flatMap((e) => {
+        try {
+          return [decodeMap(e.data) as unknown as LogEvent];
+        } catch {
+          return [];
+        }
+      });
+      // A decision made after its hold: from there on, the hold itself is before --since.
+      const decision = events.find((e) => e.type === EventType.ApprovalDecided) as LogEvent;
+      const subjectsToCheck: SummarySubject[] = [
+        { kind: "principal", name: "alice" },
+        { kind: "principal", name: "carol" },
+        { kind: "principal", name: "agent-0" },
+        { kind: "agent", name: "agent-0" },
+        { kind: "agent", name: "agent-1" },
+        { kind: "agent", name: "alice" },
+        { kind: "agent", name: "nobody" },
+      ];
+      for (const subject of subjectsToCheck) {
+        const full = await fullActivity(a.log, subject);
+        expect(index.activityOf(subject), `${subject.kind} ${subject.name}`).toEqual(full.counted);
+        for (const since of [undefined, { seq: decision.seq }, { seq: a.log.seq + 1 }, { at: decision.at }] as Array<Since | undefined>) {
+          const before = r.fetched;
+          const indexed = await indexedActivity(index, r, subject, since);
+          const expected = await fullActivity(a.log, subject, since);
+          expect(indexed.summary, `${subject.kind} ${subject.name} since ${JSON.stringify(since)}`).toEqual(expected.summary);
+          expect(indexed.undecodable).toBe(1);
+          // Only the subject's entries (with --since SEQ, the holds of its decisions may come before SEQ).
+          expect(r.fetched - before).toBeLessThanOrEqual(full.counted.length);
+        }
+      }
+      expect(index.activityOf({ kind: "agent", name: "nobody" })).toEqual([]);
+      // The checks above must not pass vacuously: decisions on holds made before --since count.
+      const hold = events.find((e) => e.type === EventType.ApprovalRequested && decision.type === EventType.ApprovalDecided && e.id === decision.approval) as Extract<LogEvent, { type: "approval.requested" }>;
+      expect(hold.seq).toBeLessThan(decision.seq);
+      expect(index.activityOf({ kind: "agent", name: hold.actor }, decision.seq)[0]).toBe(hold.seq);
+      expect(index.activityOf({ kind: "principal", name: "carol" }, decision.seq)[0]).toBe(decision.seq);
+      const fromDecision = await indexedActivity(index, r, { kind: "agent", name: hold.actor }, { seq: decision.seq });
+      expect(fromDecision.summary.tally.holds.approved).toBeGreaterThan(0);
+      // One decision per trace (round two), all by carol.
+      expect((await indexedActivity(index, r, { kind: "principal", name: "carol" })).summary.decided).toEqual({ approved: traces.length, refused: 0 });
+      expect((await indexedActivity(index, r, { kind: "agent", name: "agent-1" })).summary.received).toEqual({ send: 0, request: 3 * (traces.length / 2), reply: 0 });
+    } finally {
+      await index.close();
+    }
+  });
+
   it("resolves a unique prefix, and refuses an ambiguous or unknown one with the full scan's words", async () => {
     const index = LogIndex.open(indexDir());
     try {
@@ -262,6 +340,12 @@ describe("log index", () => {
       expect(index.seqsOf(fresh)).toEqual([before + 1, before + 2, before + 3, before + 4]);
       const replay = await indexedReplayEntries(index, r, "agent-1", fresh.slice(0, 8));
       expect(replay.map((e) => e.seq)).toEqual([rejectedSeq, before + 1, before + 2, before + 3, before + 4]);
+      // The new work's postings: a request to agent-0, its hold, carol's decision, its reply.
+      expect(index.activityOf({ kind: "agent", name: "agent-0" }, before + 1)).toEqual([before + 1, before + 2, before + 3, before + 4]);
+      expect(index.activityOf({ kind: "principal", name: "alice" }, before + 1)).toEqual([before + 1, before + 2, before + 3, before + 4]);
+      expect(index.activityOf({ kind: "principal", name: "carol" }, before + 1)).toEqual([before + 3]);
+      expect(index.holdOfDecision(before + 3)).toBe(before + 2);
+      expect(index.activityOf({ kind: "agent", name: "agent-0" })).toEqual((await fullActivity(a.log, { kind: "agent", name: "agent-0" })).counted);
     } finally {
       await index.close();
     }
@@ -312,6 +396,24 @@ describe("log index", () => {
       expect(check.seqsOf(fresh)).toHaveLength(3);
     } finally {
       await check.close();
+    }
+  });
+
+  it("drops an index written in an older format and rebuilds it from the start", async () => {
+    const raw = open({ path: indexDir(), maxDbs: 16 });
+    const meta = raw.openDB<unknown, string>("meta", {});
+    await meta.put("format", 1);
+    await raw.close();
+    const index = LogIndex.open(indexDir());
+    try {
+      expect(index.watermark()).toBeUndefined();
+      expect(index.activityOf({ kind: "principal", name: "alice" })).toEqual([]);
+      const r = reader(a.log.js, a.log.jsm);
+      expect(await index.catchUp(r)).toMatchObject({ indexed: a.log.seq, rebuilt: false });
+      expect(r.scans).toEqual([1]);
+      expect(index.activityOf({ kind: "principal", name: "alice" })).toEqual((await fullActivity(a.log, { kind: "principal", name: "alice" })).counted);
+    } finally {
+      await index.close();
     }
   });
 
