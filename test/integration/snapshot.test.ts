@@ -6,8 +6,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { open } from "lmdb";
-import { SyscallOp, subjects, syscallId } from "../../src/protocol/mod.js";
-import { connectNats } from "../../src/transport/connection.js";
+import { EventType, LOG_STREAM, SyscallOp, encode, subjects, syscallId } from "../../src/protocol/mod.js";
+import { connectNats, jetstream, jetstreamManager } from "../../src/transport/connection.js";
 import { SyscallClient } from "../../src/sdk/syscalls.js";
 import { SnapshotStore, decodeState } from "../../services/kernel/snapshot.js";
 import { keyFiles, loadKey, sign } from "../../src/transport/identity.js";
@@ -157,6 +157,23 @@ describe("kernel state snapshots", () => {
     expect(r.identical).toBe(false);
     expect(r.snapshots).toContainEqual({ seq: newest, identical: false });
     expect(r.snapshots.filter((c) => c.seq !== newest).every((c) => c.identical || c.unusable !== undefined)).toBe(true);
+  });
+
+  it("still checks the chain after its snapshot: refuses to start on an entry forged while it was down", async () => {
+    await h.killKernel("SIGTERM");
+    const nc = await connectNats({ servers: h.url, creds: h.layout.credsOf("kernel"), name: "forger", reconnect: false });
+    try {
+      const jsm = await jetstreamManager(nc);
+      const last = (await jsm.streams.info(LOG_STREAM)).state.last_seq;
+      const forged = { v: 1, seq: last + 1, prev: "f".repeat(64), id: "01JF0RGED00000000000000000", at: Date.now(), type: EventType.IdentityRegistered, name: "mallory", kind: "principal", groups: ["approvers"], publicKey: "UMALLORY" };
+      await jetstream(nc).publish(subjects.logIdentity("mallory"), encode(forged));
+    } finally {
+      await nc.close();
+    }
+    h.kernelLog.length = 0;
+    await expect(h.startKernel()).rejects.toThrow(/exited/);
+    expect(h.kernelLog.some((l) => l.includes("hash chain is broken") && l.includes("refusing to append"))).toBe(true);
+    expect(stored().length).toBeGreaterThan(0);
   });
 
   async function readSnapshotBytes(seq: number): Promise<Uint8Array> {
