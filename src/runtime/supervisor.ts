@@ -8,6 +8,7 @@ import { appendFileSync, existsSync, mkdirSync, renameSync, rmSync, writeFileSyn
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { ErrorCode, MaxwellError, assertName, type IdentityKind } from "../protocol/mod.js";
 import { writeSecret } from "../transport/identity.js";
+import { connectNats, jetstream, jetstreamManager, readEntriesAt, readLog, type NatsConnection } from "../transport/connection.js";
 import { AdminClient } from "./admin-client.js";
 import { LogIndex, LogIndexFollower } from "./log-index.js";
 import { spawnService, startEmbedded, readJson, type EmbeddedServer, type ServiceProcess } from "./deployment.js";
@@ -102,6 +103,8 @@ export class Supervisor {
   private admin: AdminClient | undefined;
   /** Keeps the log index (<data>/index) caught up, so `audit trace` finds a trace without reading the log. */
   private indexer: LogIndexFollower | undefined;
+  /** The index follower's own connection to the log. */
+  private indexConnection: NatsConnection | undefined;
   private readonly layout: DataLayout;
   private readonly agents = new Map<string, Supervised>();
   private readonly kernelState: Supervised = { name: "kernel", restarts: 0, backoff: BACKOFF_MIN_MS, startedAt: 0 };
@@ -181,7 +184,7 @@ export class Supervisor {
     await this.startKernel(kernelCreds);
     this.admin = await AdminClient.connect(this.url, this.layout.credsOf("admin"), { reconnect: true });
     await this.admin.waitForKernel();
-    this.startIndexer(this.admin);
+    await this.startIndexer(kernelCreds ?? this.layout.credsOf("kernel"));
     if (this.opts.external) {
       const v = this.admin.serverVersion;
       if (v) {
@@ -219,8 +222,12 @@ export class Supervisor {
     return this.info;
   }
 
-  /** Follows the log into the log index, through the kernel with the admin credential. */
-  private startIndexer(admin: AdminClient): void {
+  /**
+   * Follows the log into the log index. It reads the stream directly with the kernel's credential
+   * (the daemon holds the data dir): through the kernel's admin reads, every event would cost the
+   * kernel's process a second time.
+   */
+  private async startIndexer(creds: string): Promise<void> {
     const { log } = this.opts;
     let index: LogIndex;
     try {
@@ -229,8 +236,19 @@ export class Supervisor {
       log.warn({ err: (err as Error).message }, "log index unavailable: audit and replay of a trace will read the whole log");
       return;
     }
+    let nc: NatsConnection;
+    try {
+      nc = await connectNats({ servers: this.url, creds, name: "maxwell-log-index", reconnect: true });
+    } catch (err) {
+      await index.close();
+      log.warn({ err: (err as Error).message }, "log index: cannot read the log; audit and replay of a trace will read the whole log");
+      return;
+    }
+    this.indexConnection = nc;
+    const js = jetstream(nc);
+    const jsm = await jetstreamManager(nc);
     let failing = false;
-    this.indexer = new LogIndexFollower(index, { entries: ({ from }) => admin.entries(from), entriesAt: (seqs) => admin.readAt(seqs) }, {
+    this.indexer = new LogIndexFollower(index, { entries: ({ from }) => readLog(js, jsm, { fromSeq: from }), entriesAt: (seqs) => readEntriesAt(jsm, seqs) }, {
       onCatchUp: (r) => {
         failing = false;
         if (r.rebuilt) log.info({ upTo: r.watermark?.seq }, "log index rebuilt (it described another log)");
@@ -399,6 +417,7 @@ export class Supervisor {
     await Promise.all([...this.services.values()].map((s) => terminate(s.child)));
     if (this.services.size > 0) log.info("services stopped");
     await this.indexer?.stop().catch(() => undefined);
+    await this.indexConnection?.close().catch(() => undefined);
     await this.admin?.close().catch(() => undefined);
     await terminate(this.kernel?.child);
     log.info("kernel stopped");

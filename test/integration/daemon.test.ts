@@ -11,6 +11,7 @@ import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { cliEntry } from "../../src/runtime/paths.js";
 import type { DaemonInfo } from "../../src/runtime/supervisor.js";
+import { LogIndex } from "../../src/runtime/log-index.js";
 import { eventually, until } from "../support/harness.js";
 
 const run = promisify(execFile);
@@ -83,4 +84,15 @@ describe("maxwell up --demo", () => {
     const tables = JSON.parse(readFileSync(join(dir, "db", "customers.json"), "utf8")) as unknown;
     expect(tables).toBeTruthy();
   }, 90_000);
+
+  it("keeps the log index caught up with the log while it runs", async () => {
+    const events = JSON.parse(`[${(await log("--json")).trim().split("\n").join(",")}]`) as Array<{ seq: number }>;
+    const last = Math.max(...events.map((e) => e.seq));
+    const index = LogIndex.open(join(dir, "index"));
+    try {
+      await until(() => (index.watermark()?.seq ?? 0) >= last, "the daemon's follower to index the log", 15_000);
+    } finally {
+      await index.close();
+    }
+  }, 30_000);
 });
