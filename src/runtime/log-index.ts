@@ -478,6 +478,18 @@ export async function indexedReplayEntries(index: LogIndex, reader: LogReader, a
 }
 
 /**
+ * The entries `maxwell replay agent NAME [--from SEQ] [--to SEQ]` needs, through the index: from
+ * `from` on, what the agent did and was delivered (the same entries `audit agent` reads: its
+ * syscalls and their outcomes, its deliveries and replies, the decisions on its holds, its
+ * rejected syscalls), ascending. The index must be caught up.
+ */
+export async function indexedAgentEntries(index: LogIndex, reader: LogReader, agent: string, from = 1): Promise<StoredEntry[]> {
+  const entries = await reader.entriesAt(index.activityOf({ kind: "agent", name: agent }, from));
+  index.fetched += entries.length;
+  return entries.sort((a, b) => a.seq - b.seq);
+}
+
+/**
  * Keeps the index caught up with a log that grows: the daemon runs one. Catches up at start
  * (checking the watermark), then every `pollMs`; a failed read (the kernel restarting) is retried
  * with the watermark checked again.

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EventType, SyscallOp, decodeMap, newScope, subjects, syscallId, type LogEvent } from "../../src/protocol/mod.js";
-import { LogIndex, indexedReplayEntries, type LogReader } from "../../src/runtime/log-index.js";
+import { LogIndex, indexedAgentEntries, indexedReplayEntries, type LogReader } from "../../src/runtime/log-index.js";
 import { createLogger } from "../../src/runtime/logger.js";
 import { packageRoot } from "../../src/runtime/paths.js";
 import { connectNats, type NatsConnection } from "../../src/transport/connection.js";
@@ -300,6 +300,41 @@ describe("agent replay of a recorded multi-agent run", () => {
       const nobody = await Promise.all([maxwell("replay", "agent", "nobody", "--code", join(dir, "planner.js"), "--trace", "abc"), maxwell("replay", "agent", "nobody", "--code", join(dir, "planner.js"), "--trace", "abc", "--scan")]);
       expect(nobody[0].code).toBe(1);
       expect(nobody[0]).toEqual(nobody[1]);
+    } finally {
+      await index.close();
+    }
+  });
+
+  it("replays an agent's whole history (or from a seq on) through the log index exactly as from the whole log", async () => {
+    const index = LogIndex.open(join(h.dir, "index-agent-replay"));
+    const reader: LogReader = { entries: ({ from }) => h.admin.entries(from), entriesAt: (seqs) => h.admin.readAt(seqs) };
+    try {
+      await index.catchUp(reader);
+      const middle = log[Math.floor(log.length / 2)]?.seq as number;
+      for (const [name, file] of [
+        ["planner", "planner.js"],
+        ["planner", "planner-changed.js"],
+        ["helper", "helper.js"],
+        ["janitor", "janitor.js"],
+      ] as const) {
+        const def = await load(file);
+        for (const from of [1, middle]) {
+          const events = (await indexedAgentEntries(index, reader, name, from)).map((e) => decodeMap(e.data) as unknown as LogEvent);
+          expect(events.length).toBeLessThan(log.length);
+          const whole = log.filter((e) => e.seq >= from);
+          expect(await replayAgent(def, events, { name, from })).toEqual(await replayAgent(def, whole, { name, from }));
+        }
+      }
+      const runs = await Promise.all([
+        maxwell("replay", "agent", "planner", "--code", join(dir, "planner-changed.js"), "--json"),
+        maxwell("replay", "agent", "planner", "--code", join(dir, "planner-changed.js"), "--json", "--scan"),
+        maxwell("replay", "agent", "helper", "--code", join(dir, "helper.js"), "--from", String(middle)),
+        maxwell("replay", "agent", "helper", "--code", join(dir, "helper.js"), "--from", String(middle), "--scan"),
+      ]);
+      expect(runs[0].code).toBe(4);
+      expect(runs[0]).toEqual(runs[1]);
+      expect(runs[2].code).toBe(0);
+      expect(runs[2]).toEqual(runs[3]);
     } finally {
       await index.close();
     }

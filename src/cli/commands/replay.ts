@@ -9,7 +9,7 @@ import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Command } from "commander";
 import { ErrorCode, MaxwellError, decodeMap, resolveBlobs, subjects, type LogEvent, type StoredEntry } from "../../protocol/mod.js";
-import { LogIndex, indexedReplayEntries } from "../../runtime/log-index.js";
+import { LogIndex, indexedAgentEntries, indexedReplayEntries } from "../../runtime/log-index.js";
 import { createLogger } from "../../runtime/logger.js";
 import { packageRoot } from "../../runtime/paths.js";
 import { demoConfig, type AgentSpec, type DaemonConfig } from "../../runtime/supervisor.js";
@@ -59,7 +59,7 @@ export function registerReplay(program: Command, globals: () => GlobalOptions): 
     .option("--timeout <ms>", "give up on a handler that runs this long without finishing (default 30000)")
     .option("--verbose", "show the agent's own log lines")
     .option("--json", "print the report as JSON")
-    .option("--scan", "with --trace: read the whole log instead of the log index (<data>/index)")
+    .option("--scan", "read the whole log instead of the log index (<data>/index)")
     .addHelpText("after", EXIT_CODES)
     .action(async (name: string, opts: ReplayAgentOptions) => {
       let options: ReplayOptions;
@@ -116,7 +116,9 @@ async function runReplay(g: GlobalOptions, options: ReplayOptions, opts: ReplayA
   process.env["MAXWELL_AGENT"] = options.name;
   const def = await loadDefinition(path);
 
-  const { events, mentioned } = options.trace !== undefined && !opts.scan ? await readTraceEvents(ctx, options.name, options.trace) : await readAllEvents(ctx, options.name, options.from ?? 1);
+  const { events, mentioned } = opts.scan
+    ? await readAllEvents(ctx, options.name, options.from ?? 1)
+    : await readIndexed(ctx, options.name, options.trace !== undefined ? { trace: options.trace } : { from: options.from ?? 1 });
   if (!mentioned) {
     throw new MaxwellError(ErrorCode.NotFound, `agent '${options.name}' appears nowhere in the log${options.from !== undefined ? ` from #${options.from}` : ""}`);
   }
@@ -165,17 +167,18 @@ async function readAllEvents(ctx: ReturnType<typeof cliContext>, name: string, f
 }
 
 /**
- * Only what a replay of the traces `prefix` names needs, found through the log index: their
- * events, the decisions on their holds and the agent's rejected syscalls. Fails on an entry that
- * does not decode anywhere in the log, as the full read does.
+ * Only what the replay needs, found through the log index: for `trace`, the events of the traces
+ * the prefix names, the decisions on their holds and the agent's rejected syscalls; otherwise
+ * what the agent did and was delivered from `from` on. Fails on an entry that does not decode
+ * anywhere in the log, as the full read does.
  */
-async function readTraceEvents(ctx: ReturnType<typeof cliContext>, name: string, prefix: string): Promise<ReplayInput> {
+async function readIndexed(ctx: ReturnType<typeof cliContext>, name: string, what: { trace: string } | { from: number }): Promise<ReplayInput> {
   let index: LogIndex;
   try {
     index = LogIndex.open(ctx.layout.index);
   } catch (err) {
     process.stderr.write(`warning: ${(err as Error).message}; reading the whole log\n`);
-    return readAllEvents(ctx, name, 1);
+    return readAllEvents(ctx, name, "from" in what ? what.from : 1);
   }
   const source = await ctx.openLog("replay").catch(async (err: unknown) => {
     await index.close();
@@ -185,8 +188,11 @@ async function readTraceEvents(ctx: ReturnType<typeof cliContext>, name: string,
     await index.catchUp(source);
     const [undecodable] = index.undecodable();
     if (undecodable !== undefined) throw new MaxwellError(ErrorCode.Internal, `log entry #${undecodable} cannot be decoded (run 'maxwell verify')`);
-    const entries = await indexedReplayEntries(index, source, name, prefix);
-    return { events: await resolveBlobs(entries.map(decodeEntry), (seqs) => source.entriesAt(seqs)), mentioned: index.mentions(name) };
+    const entries = "trace" in what ? await indexedReplayEntries(index, source, name, what.trace) : await indexedAgentEntries(index, source, name, what.from);
+    const events = entries.map(decodeEntry);
+    // As the full read decides it: from the start, anywhere in the log; from a later seq, after it.
+    const mentioned = "from" in what && what.from > 1 ? events.some((e) => mentions(e, name)) : index.mentions(name);
+    return { events: await resolveBlobs(events, (seqs) => source.entriesAt(seqs)), mentioned };
   } finally {
     await source.close();
     await index.close();
