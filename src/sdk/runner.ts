@@ -140,7 +140,11 @@ class AgentRuntime {
     this.stopping = true;
     // Queued messages stay unacknowledged: the kernel delivers them again when we are back.
     this.queue.length = 0;
-    await Promise.allSettled([...this.running]);
+    // Handlers finish, except those waiting for a human's decision (that can take minutes): the
+    // agent stops without them, as after a crash. Their deliveries stay unacknowledged and come
+    // back when it restarts, and the held call, asked again with the same id, is still held.
+    await Promise.race([Promise.allSettled([...this.running]), this.untilOnlyHumansAwaited()]);
+    this.syscalls.abandonHeldCalls();
     if (this.workingTimer) clearInterval(this.workingTimer);
     this.deliveries?.unsubscribe();
     this.flushAcks();
@@ -150,6 +154,11 @@ class AgentRuntime {
     }
     await this.nc.drain().catch(() => undefined);
     this.log.info("agent stopped");
+  }
+
+  /** Resolves once every handler still running is waiting for a human (checked every 50 ms). */
+  private async untilOnlyHumansAwaited(): Promise<void> {
+    while (this.running.size > this.syscalls.waitingForHumans) await new Promise((r) => setTimeout(r, 50));
   }
 
   // -------------------------------------------------------------- deliveries

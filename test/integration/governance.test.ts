@@ -264,6 +264,32 @@ describe("governance: budgets, holds and labels", () => {
       expect(log.find((e) => e.type === EventType.ApprovalDecided && e.approval === approvalId)).toMatchObject({ verdict: "approve", by: "carol", reason: "planned maintenance" });
     });
 
+    it("stops an agent without waiting for a human; restarted, it finds the same call still held", async () => {
+      const patient = await h.register("patient", "agent", ["tool-users"]);
+      let runs = 0;
+      const def = recording(async (_b, ctx) => {
+        runs += 1;
+        return ctx.tool("db-drop", { table: "later" }).then(() => "dropped", (err: unknown) => code(err));
+      });
+      const first = await h.agent(def, patient.creds, "patient");
+      await send("alice", "patient", { tag: "patient-drop" });
+      await eventually(async () => (await h.admin.approvals()).some((a) => a.actor === "patient"), "the held drop");
+      // stop() returns while the decision is still open: it does not wait for a human.
+      await first.stop();
+      const held = (await h.admin.approvals()).filter((a) => a.actor === "patient");
+      expect(held).toMatchObject([{ status: "pending" }]);
+      expect(outcomes.has("patient-drop")).toBe(false);
+
+      await h.agent(def, patient.creds, "patient");
+      await until(() => runs === 2, "the unacknowledged delivery to come back to the restarted agent");
+      const carol = principals.get("carol") as SyscallClient;
+      await carol.call(SyscallOp.Approve, { id: syscallId(`t-${newScope()}`, 0), body: { approval: held[0]?.id, digest: held[0]?.digest, verdict: "deny", reason: "not now" } });
+      await until(() => outcomes.has("patient-drop"), "the refusal to reach the restarted agent");
+      expect(outcomes.get("patient-drop")).toBe(ErrorCode.Forbidden);
+      // The same call, asked again with the same id: still the one approval.
+      expect((await h.admin.approvals({ all: true })).filter((a) => a.actor === "patient")).toHaveLength(1);
+    });
+
     it("denies a held action nobody decides in time", async () => {
       await send("alice", "ops", { tag: "drop-late", table: "staging" });
       await until(() => outcomes.has("drop-late"), "the held drop to expire", 70_000);
