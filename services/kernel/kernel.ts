@@ -150,6 +150,9 @@ export interface KernelOptions {
   snapshotEvery?: number;
 }
 
+/** Entries a fold applies before it lets other work run. */
+const FOLD_YIELD_EVERY = 512;
+
 /** Events between state snapshots unless configured otherwise. */
 const SNAPSHOT_EVERY = 50_000;
 
@@ -766,7 +769,14 @@ export class Kernel {
    */
   private async fold(state: KernelState, prev: string, to: number, after: (seq: number) => void): Promise<void> {
     let expected = prev;
+    let sinceYield = 0;
     for await (const entry of readLog(this.js, this.jsm, { fromSeq: state.head.seq + 1 })) {
+      // Entries arrive in bursts of thousands; a kernel that is serving (replay state) lets its
+      // syscalls in between rather than pausing them for the whole burst.
+      if (++sinceYield >= FOLD_YIELD_EVERY) {
+        sinceYield = 0;
+        await new Promise((r) => setImmediate(r));
+      }
       if (to > 0 && entry.seq > to) break;
       const event = decodeMap(entry.data) as unknown as LogEvent;
       if (event.prev !== expected || event.seq !== entry.seq) throw new MaxwellError(ErrorCode.Conflict, `the log's hash chain is broken at seq ${entry.seq}`);
