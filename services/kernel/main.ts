@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { dataLayout, packageRoot, resolveDataDir } from "../../src/runtime/paths.js";
+import { stopWhenOrphaned } from "../../src/runtime/orphan.js";
 import { createLogger } from "../../src/runtime/logger.js";
 import { keyFiles } from "../../src/transport/identity.js";
 import { Kernel } from "./kernel.js";
@@ -96,6 +97,7 @@ async function shutdown(signal: string): Promise<void> {
   process.exit(0);
 }
 process.on("SIGTERM", () => void shutdown("SIGTERM"));
+stopWhenOrphaned("maxwell-kernel");
 process.on("SIGINT", () => void shutdown("SIGINT"));
 
 try {

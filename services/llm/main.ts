@@ -8,6 +8,7 @@
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { ServiceName, serviceSubjects } from "../../src/protocol/services.js";
+import { stopWhenOrphaned } from "../../src/runtime/orphan.js";
 import { createLogger } from "../../src/runtime/logger.js";
 import { serviceArgs } from "../../src/runtime/service-args.js";
 import { dataLayout, resolveDataDir } from "../../src/runtime/paths.js";
@@ -46,6 +47,7 @@ async function shutdown(signal: string): Promise<void> {
   process.exit(0);
 }
 process.on("SIGTERM", () => void shutdown("SIGTERM"));
+stopWhenOrphaned("maxwell-llm");
 process.on("SIGINT", () => void shutdown("SIGINT"));
 
 try {

@@ -8,6 +8,7 @@ import { mkdirSync, mkdtempSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { ErrorCode, MaxwellError, ServiceName, decodeMap, serviceSubjects, subjects } from "../../src/protocol/mod.js";
 import { AdminClient } from "../../src/runtime/admin-client.js";
+import { stopWhenOrphaned } from "../../src/runtime/orphan.js";
 import { createLogger } from "../../src/runtime/logger.js";
 import { serviceArgs } from "../../src/runtime/service-args.js";
 import { dataLayout, resolveDataDir } from "../../src/runtime/paths.js";
@@ -76,6 +77,7 @@ async function shutdown(signal: string): Promise<void> {
   process.exit(0);
 }
 process.on("SIGTERM", () => void shutdown("SIGTERM"));
+stopWhenOrphaned("maxwell-memory");
 process.on("SIGINT", () => void shutdown("SIGINT"));
 
 let store: MemoryStore;

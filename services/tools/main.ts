@@ -3,6 +3,7 @@
  * database) and the tools of the configured MCP servers on `mx.svc.tools.>` with the service's own
  * credential, configured by `<data>/tools.json`. The kernel is its only caller.
  */
+import { stopWhenOrphaned } from "../../src/runtime/orphan.js";
 import { createLogger } from "../../src/runtime/logger.js";
 import { serviceArgs } from "../../src/runtime/service-args.js";
 import { dataLayout, resolveDataDir } from "../../src/runtime/paths.js";
@@ -63,6 +64,7 @@ async function shutdown(signal: string): Promise<void> {
   process.exit(0);
 }
 process.on("SIGTERM", () => void shutdown("SIGTERM"));
+stopWhenOrphaned("maxwell-tools");
 process.on("SIGINT", () => void shutdown("SIGINT"));
 
 process.stdout.write("tools ready\n");

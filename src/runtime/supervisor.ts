@@ -4,13 +4,14 @@
  * restarts what crashes with backoff, and shuts everything down in order on SIGINT/SIGTERM.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { appendFileSync, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { ErrorCode, MaxwellError, assertName, type IdentityKind } from "../protocol/mod.js";
 import { writeSecret } from "../transport/identity.js";
 import { connectNats, jetstream, jetstreamManager, readEntriesAt, readLog, type NatsConnection } from "../transport/connection.js";
 import { AdminClient } from "./admin-client.js";
 import { LogIndex, LogIndexFollower } from "./log-index.js";
+import { SUPERVISOR_PID_ENV } from "./orphan.js";
 import { spawnService, startEmbedded, readJson, type EmbeddedServer, type ServiceProcess } from "./deployment.js";
 import { dataLayout, packageRoot, serviceEntry, type DataLayout } from "./paths.js";
 import { parseServerVersion, supportsSyncAlways } from "../transport/nats-server.js";
@@ -47,6 +48,9 @@ function withoutModelKeys(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   for (const [k, v] of Object.entries(env)) if (!k.startsWith("ANTHROPIC_")) out[k] = v;
   return out;
 }
+
+/** What every process the daemon starts is told of it: its pid, so the process ends with it (orphan.ts). */
+const SUPERVISED = { [SUPERVISOR_PID_ENV]: String(process.pid) };
 
 export interface SupervisorOptions {
   dataDir: string;
@@ -134,6 +138,7 @@ export class Supervisor {
     if (existing && isProcessAlive(existing.pid) && existing.pid !== process.pid) {
       throw new MaxwellError(ErrorCode.Conflict, `a daemon is already running for ${this.layout.root} (pid ${existing.pid}, ${existing.natsUrl}); stop it first`);
     }
+    if (existing) await this.stopLeftoverServer(existing);
 
     let version: string;
     let durability: DaemonInfo["durability"];
@@ -223,6 +228,29 @@ export class Supervisor {
   }
 
   /**
+   * A daemon killed outright leaves its nats-server running on this data dir's store (the
+   * kernel, services and agents stop on their own: orphan.ts). Stops it before a new one starts,
+   * if the pid the old daemon recorded is still a nats-server on this data dir's config.
+   */
+  private async stopLeftoverServer(previous: DaemonInfo): Promise<void> {
+    const pid = previous.server.pid;
+    if (pid === undefined || !isProcessAlive(pid)) return;
+    let cmdline = "";
+    try {
+      cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ");
+    } catch {
+      return;
+    }
+    if (!cmdline.includes("nats-server") || !cmdline.includes(this.layout.natsConfig)) return;
+    this.opts.log.warn({ pid }, "stopping the nats-server a previous daemon left running on this data dir");
+    process.kill(pid, "SIGTERM");
+    for (let waited = 0; isProcessAlive(pid); waited += 100) {
+      if (waited === 10_000) process.kill(pid, "SIGKILL");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /**
    * Follows the log into the log index. It reads the stream directly with the kernel's credential
    * (the daemon holds the data dir): through the kernel's admin reads, every event would cost the
    * kernel's process a second time.
@@ -281,7 +309,7 @@ export class Supervisor {
     s.startedAt = Date.now();
     this.kernel = spawnService("kernel", ["--data", this.layout.root, "--nats", this.url, ...(creds ? ["--creds", creds] : []), ...(this.opts.fork ? ["--fork"] : [])], {
       onLog: (line) => appendFileSync(kernelLog, line + "\n"),
-      env: withoutModelKeys(process.env),
+      env: { ...withoutModelKeys(process.env), ...SUPERVISED },
       replaceEnv: true,
     });
     const k = this.kernel;
@@ -307,7 +335,8 @@ export class Supervisor {
       // The memory service catches up with the log before it is ready: that can take a while.
       ...(name === "memory" ? { readyTimeoutMs: 30 * 60_000 } : {}),
       // Only the model gateway may hold a model API key.
-      ...(name === "llm" ? {} : { env: withoutModelKeys(process.env), replaceEnv: true }),
+      env: name === "llm" ? SUPERVISED : { ...withoutModelKeys(process.env), ...SUPERVISED },
+      replaceEnv: name !== "llm",
     });
     s.child = proc.child;
     this.info.services ??= {};
@@ -336,6 +365,7 @@ export class Supervisor {
         MAXWELL_AGENT: spec.name,
         MAXWELL_NATS_URL: this.url,
         MAXWELL_CREDS: this.layout.credsOf(spec.name),
+        ...SUPERVISED,
       },
     });
     child.stdout?.on("data", (chunk: Buffer) => appendFileSync(logFile, chunk));

@@ -6,10 +6,13 @@
  */
 import type { AgentDefinition } from "./agent.js";
 import { runAgent, type RunOptions } from "./runner.js";
+import { stopWhenOrphaned } from "../runtime/orphan.js";
 
 export async function main(def: AgentDefinition, opts: RunOptions = {}): Promise<void> {
   if (process.env["MAXWELL_REPLAY"] === "1") return;
   let agent;
+  let stop = (): void => process.exit(1);
+  stopWhenOrphaned(`agent ${process.env["MAXWELL_AGENT"] ?? ""}`.trim(), () => stop());
   try {
     agent = await runAgent(def, opts);
   } catch (err) {
@@ -18,7 +21,7 @@ export async function main(def: AgentDefinition, opts: RunOptions = {}): Promise
   }
   const running = agent;
   let stopping = false;
-  const stop = (): void => {
+  stop = (): void => {
     if (stopping) return;
     stopping = true;
     void running.stop().then(() => process.exit(0));

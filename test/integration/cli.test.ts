@@ -8,7 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cliEntry } from "../../src/runtime/paths.js";
+import { cliEntry, packageRoot } from "../../src/runtime/paths.js";
+import type { DaemonInfo } from "../../src/runtime/supervisor.js";
 import { until } from "../support/harness.js";
 import { runCli, type CliResult } from "../support/cli.js";
 
@@ -162,4 +163,50 @@ describe("maxwell CLI", () => {
     expect(verified.code).toBe(3);
     expect(verified.stdout).toMatch(/^FAILED at event #\d+: .*(missing|truncated|altered)/);
   });
+});
+
+describe("maxwell up killed outright", () => {
+  const dir = mkdtempSync(join(tmpdir(), "maxwell-orphans-"));
+  const spawned: ChildProcess[] = [];
+  const servers: number[] = [];
+  const alive = (pid: number | undefined): boolean => {
+    if (pid === undefined) return false;
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  afterAll(async () => {
+    for (const c of spawned) if (c.exitCode === null && c.signalCode === null) await stopDaemon(c);
+    // A failed run may leave the first daemon's nats-server behind.
+    for (const pid of servers) if (alive(pid)) process.kill(pid, "SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("leaves no kernel, service or agent behind, and the next up takes over the data dir", async () => {
+    writeFileSync(join(dir, "maxwell.json"), JSON.stringify({ agents: [{ name: "echo", command: ["node", join(packageRoot, "dist", "examples", "demo", "worker.js")], groups: ["workers"] }] }));
+    const first = startDaemon(dir);
+    spawned.push(first.child);
+    await first.ready;
+    const info = JSON.parse(readFileSync(join(dir, "run", "daemon.json"), "utf8")) as DaemonInfo;
+    const children = [info.kernel.pid, ...Object.values(info.services ?? {}).map((s) => s.pid), ...Object.values(info.agents).map((a) => a.pid)];
+    expect(children).toHaveLength(5);
+    expect(children.every(alive)).toBe(true);
+    if (info.server.pid !== undefined) servers.push(info.server.pid);
+
+    first.child.kill("SIGKILL");
+    // Each one notices its daemon is gone and stops itself (within about a second, plus its shutdown).
+    await until(() => !children.some(alive), "the orphaned kernel, services and agent to stop", 30_000);
+    expect(alive(info.server.pid)).toBe(true);
+
+    const second = startDaemon(dir);
+    spawned.push(second.child);
+    await second.ready;
+    expect(alive(info.server.pid)).toBe(false);
+    const verified = await maxwell(dir, "verify");
+    expect(verified.code).toBe(0);
+    expect(await stopDaemon(second.child)).toBe(0);
+  }, 90_000);
 });
