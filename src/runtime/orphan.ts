@@ -11,6 +11,15 @@
 /** The variable the daemon sets on each process it starts: its own pid. */
 export const SUPERVISOR_PID_ENV = "MAXWELL_SUPERVISOR_PID";
 
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
 /** How often a child looks at its parent. */
 const CHECK_MS = 1000;
 
@@ -23,8 +32,11 @@ const CHECK_MS = 1000;
 export function stopWhenOrphaned(what: string, stop: () => void = () => process.kill(process.pid, "SIGTERM")): boolean {
   const supervisor = Number(process.env[SUPERVISOR_PID_ENV]);
   if (!Number.isInteger(supervisor) || supervisor <= 0) return false;
+  // A direct child sees its parent change (immune to pid reuse); one started through a wrapper
+  // (an agent command like `sh -c ...`) asks whether the daemon's pid still lives.
+  const direct = process.ppid === supervisor;
   const check = (): boolean => {
-    if (process.ppid === supervisor) return false;
+    if (direct ? process.ppid === supervisor : alive(supervisor)) return false;
     clearInterval(timer);
     process.stderr.write(`${what}: the daemon that started it (pid ${supervisor}) is gone; stopping\n`);
     stop();
