@@ -11,7 +11,9 @@
 /** The variable the daemon sets on each process it starts: its own pid. */
 export const SUPERVISOR_PID_ENV = "MAXWELL_SUPERVISOR_PID";
 
-function alive(pid: number): boolean {
+/** Whether a process with this pid exists (one of another user's counts too). */
+export function isProcessAlive(pid: number | undefined): boolean {
+  if (pid === undefined) return false;
   try {
     process.kill(pid, 0);
     return true;
@@ -36,7 +38,7 @@ export function stopWhenOrphaned(what: string, stop: () => void = () => process.
   // (an agent command like `sh -c ...`) asks whether the daemon's pid still lives.
   const direct = process.ppid === supervisor;
   const check = (): boolean => {
-    if (direct ? process.ppid === supervisor : alive(supervisor)) return false;
+    if (direct ? process.ppid === supervisor : isProcessAlive(supervisor)) return false;
     clearInterval(timer);
     process.stderr.write(`${what}: the daemon that started it (pid ${supervisor}) is gone; stopping\n`);
     stop();

@@ -11,7 +11,9 @@ import { writeSecret } from "../transport/identity.js";
 import { connectNats, jetstream, jetstreamManager, readEntriesAt, readLog, type NatsConnection } from "../transport/connection.js";
 import { AdminClient } from "./admin-client.js";
 import { LogIndex, LogIndexFollower } from "./log-index.js";
-import { SUPERVISOR_PID_ENV } from "./orphan.js";
+import { SUPERVISOR_PID_ENV, isProcessAlive } from "./orphan.js";
+
+export { isProcessAlive };
 import { spawnService, startEmbedded, readJson, type EmbeddedServer, type ServiceProcess } from "./deployment.js";
 import { dataLayout, packageRoot, serviceEntry, type DataLayout } from "./paths.js";
 import { parseServerVersion, supportsSyncAlways } from "../transport/nats-server.js";
@@ -456,17 +458,6 @@ export class Supervisor {
       log.info("nats-server stopped");
     }
     rmSync(this.layout.daemon, { force: true });
-  }
-}
-
-/** Whether a process with this pid exists (signal 0 checks without signalling). */
-export function isProcessAlive(pid: number | undefined): boolean {
-  if (pid === undefined) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 

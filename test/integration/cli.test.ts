@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cliEntry, packageRoot } from "../../src/runtime/paths.js";
-import type { DaemonInfo } from "../../src/runtime/supervisor.js";
+import { isProcessAlive, type DaemonInfo } from "../../src/runtime/supervisor.js";
 import { until } from "../support/harness.js";
 import { runCli, type CliResult } from "../support/cli.js";
 
@@ -169,15 +169,7 @@ describe("maxwell up killed outright", () => {
   const dir = mkdtempSync(join(tmpdir(), "maxwell-orphans-"));
   const spawned: ChildProcess[] = [];
   const servers: number[] = [];
-  const alive = (pid: number | undefined): boolean => {
-    if (pid === undefined) return false;
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  };
+  const alive = isProcessAlive;
   afterAll(async () => {
     for (const c of spawned) if (c.exitCode === null && c.signalCode === null) await stopDaemon(c);
     // A failed run may leave the first daemon's nats-server behind.
