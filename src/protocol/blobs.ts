@@ -50,11 +50,6 @@ function at(value: unknown, key: string): unknown {
   return undefined;
 }
 
-/** The value at `path` in `root`, or undefined. */
-export function getAtPath(root: unknown, path: BlobPath): unknown {
-  return path.split("/").reduce<unknown>((v, key) => at(v, key), root);
-}
-
 /** Sets the value at `path` in `root` (which must exist up to the last step). */
 export function setAtPath(root: unknown, path: BlobPath, value: unknown): void {
   const keys = path.split("/");

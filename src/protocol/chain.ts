@@ -8,7 +8,8 @@
 import { createHash } from "node:crypto";
 import { decodeMap } from "./codec.js";
 import { blobHash, type BlobRef } from "./blobs.js";
-import { checkpointMessage, EventType } from "./events.js";
+import { checkpointMessage, EventType, type LogEvent } from "./events.js";
+import { ErrorCode, MaxwellError } from "./errors.js";
 
 /** `prev` of the first entry. */
 export const GENESIS_PREV = "0".repeat(64);
@@ -16,6 +17,15 @@ export const GENESIS_PREV = "0".repeat(64);
 /** Hash of one log entry: sha256 over the subject, a newline, and the stored bytes. */
 export function entryHash(subject: string, data: Uint8Array): string {
   return createHash("sha256").update(subject).update("\n").update(data).digest("hex");
+}
+
+/** The event a stored entry holds; an `internal` error naming the entry when it does not decode. */
+export function decodeEntry(entry: StoredEntry): LogEvent {
+  try {
+    return decodeMap(entry.data) as unknown as LogEvent;
+  } catch {
+    throw new MaxwellError(ErrorCode.Internal, `log entry #${entry.seq} cannot be decoded (run 'maxwell verify')`);
+  }
 }
 
 /** One entry as read back from the stream. */

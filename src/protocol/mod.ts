@@ -63,10 +63,10 @@ export type {
   SyscallResult,
 } from "./events.js";
 export { decode, decodeMap, encode } from "./codec.js";
-export { BLOB_MIN_BYTES, blobHash, blobValue, getAtPath, requestParts, resolveBlobs, resultParts, setAtPath, withBlobRefs } from "./blobs.js";
+export { BLOB_MIN_BYTES, blobHash, blobValue, requestParts, resolveBlobs, resultParts, setAtPath, withBlobRefs } from "./blobs.js";
 export type { BlobPart, BlobPath, BlobRef } from "./blobs.js";
 export { parseAck, parseLogEvent, parseSyscallRequest } from "./schemas.js";
-export { ChainVerifier, GENESIS_PREV, entryHash } from "./chain.js";
+export { ChainVerifier, GENESIS_PREV, decodeEntry, entryHash } from "./chain.js";
 export type { ChainProblem, SignatureCheck, StoredEntry, VerifyReport } from "./chain.js";
 export { formatTraceparent, newSpanId, newTraceId, parseTraceparent } from "./trace.js";
 export { Label, ServiceName, ServiceOp, ToolEffect, joinLabels, serviceSubjects } from "./services.js";

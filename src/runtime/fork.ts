@@ -14,7 +14,7 @@
  */
 import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
-import { ErrorCode, EventType, LOG_STREAM, MaxwellError, consumers, decodeMap, type EventId, type LogEvent, type StoredEntry } from "../protocol/mod.js";
+import { ErrorCode, EventType, LOG_STREAM, MaxwellError, consumers, type EventId, type LogEvent, type StoredEntry } from "../protocol/mod.js";
 import { connectNats, ensureAgentConsumers, ensureLogStream, jetstreamManager } from "../transport/connection.js";
 import { appendVerbatim, settleDurable } from "../transport/log-copy.js";
 import { startEmbedded } from "./deployment.js";
@@ -244,13 +244,4 @@ export function sandboxConfig(config: DaemonConfig, configDir: string, name: str
 /** How a module runs on its own: node, through tsx for TypeScript. */
 function codeCommand(code: string): string[] {
   return /\.(m|c)?ts$/.test(code) ? [process.execPath, "--import", "tsx", code] : [process.execPath, code];
-}
-
-/** The decoded event of a stored entry (a clear error naming the entry otherwise). */
-export function eventOf(entry: StoredEntry): LogEvent {
-  try {
-    return decodeMap(entry.data) as unknown as LogEvent;
-  } catch {
-    throw new MaxwellError(ErrorCode.Internal, `log entry #${entry.seq} cannot be decoded (run 'maxwell verify')`);
-  }
 }

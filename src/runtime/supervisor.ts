@@ -470,6 +470,15 @@ async function terminate(child: ChildProcess | undefined, graceMs = 10_000): Pro
   clearTimeout(timer);
 }
 
+/** A daemon config file (maxwell.json), or a `bad_request` naming the file and what is wrong with it. */
+export function readDaemonConfig(file: string): DaemonConfig {
+  try {
+    return JSON.parse(readFileSync(file, "utf8")) as DaemonConfig;
+  } catch (err) {
+    throw new MaxwellError(ErrorCode.BadRequest, `cannot read config ${file}: ${(err as Error).message}`);
+  }
+}
+
 /**
  * The demo: a coordinator fanning work out to two workers, a rogue agent the policy stops, and an
  * ops agent that finds a database token in a runbook and tries to drop a table (carol approves or

@@ -4,15 +4,15 @@
  * its own, the offline model, no external effects), to try a fix against a real history without
  * touching production (docs/replay.md, "Fork").
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import type { Command } from "commander";
-import { ErrorCode, MaxwellError, subjects, type LogEvent, type StoredEntry } from "../../protocol/mod.js";
-import { copySandboxFiles, eventOf, inFlightAt, sandboxConfig, seedLog } from "../../runtime/fork.js";
+import { ErrorCode, MaxwellError, decodeEntry, subjects, type LogEvent, type StoredEntry } from "../../protocol/mod.js";
+import { copySandboxFiles, inFlightAt, sandboxConfig, seedLog } from "../../runtime/fork.js";
 import { createLogger } from "../../runtime/logger.js";
 import { dataLayout } from "../../runtime/paths.js";
-import { Supervisor, demoConfig, type DaemonConfig } from "../../runtime/supervisor.js";
+import { Supervisor, demoConfig, readDaemonConfig, type DaemonConfig } from "../../runtime/supervisor.js";
 import { connectNats } from "../../transport/connection.js";
 import type { AgentDefinition } from "../../sdk/agent.js";
 import { formatReplayReport, replayAgent } from "../../sdk/replay.js";
@@ -127,11 +127,7 @@ function forkArgs(opts: ForkOptions): ForkArgs {
 function parentConfig(defaultFile: string, flag: string | undefined): { config: DaemonConfig; dir: string } {
   const file = flag ?? (existsSync(defaultFile) ? defaultFile : undefined);
   if (file === undefined) return { config: demoConfig(), dir: process.cwd() };
-  try {
-    return { config: JSON.parse(readFileSync(file, "utf8")) as DaemonConfig, dir: dirname(file) };
-  } catch (err) {
-    throw new MaxwellError(ErrorCode.BadRequest, `cannot read config ${file}: ${(err as Error).message}`);
-  }
+  return { config: readDaemonConfig(file), dir: dirname(file) };
 }
 
 async function runFork(g: GlobalOptions, args: ForkArgs): Promise<void> {
@@ -215,7 +211,7 @@ async function readParentLog(ctx: ReturnType<typeof cliContext>, at: number): Pr
     if (at > lastSeq) throw new MaxwellError(ErrorCode.BadRequest, `--at ${at} is past the end of the log (last sequence ${lastSeq})`);
     for await (const entry of source.entries({ from: 1, follow: false })) {
       if (entry.seq > lastSeq) break;
-      events.push(eventOf(entry));
+      events.push(decodeEntry(entry));
       if (entry.seq <= at) prefix.push({ seq: entry.seq, subject: entry.subject, data: entry.data });
     }
     if (prefix.length !== at) throw new MaxwellError(ErrorCode.Internal, `read ${prefix.length} entries up to #${at}: the log has gaps (run 'maxwell verify')`);
@@ -261,7 +257,7 @@ async function runSandbox(dir: string, config: DaemonConfig, args: ForkArgs, see
     let agentsUpAt: number | undefined;
     for (;;) {
       const batch = await admin.read({ from: next, max: 1000 });
-      for (const entry of batch.entries) out(formatEvent(eventOf(entry)));
+      for (const entry of batch.entries) out(formatEvent(decodeEntry(entry)));
       const last = batch.entries.at(-1);
       if (last) {
         next = last.seq + 1;

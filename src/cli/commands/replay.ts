@@ -4,15 +4,15 @@
  * whether it issues exactly the syscalls the log recorded. Exit codes make it a CI gate for agent
  * code changes (docs/replay.md).
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Command } from "commander";
-import { ErrorCode, MaxwellError, decodeMap, resolveBlobs, subjects, type LogEvent, type StoredEntry } from "../../protocol/mod.js";
+import { ErrorCode, MaxwellError, decodeEntry, resolveBlobs, subjects, type LogEvent } from "../../protocol/mod.js";
 import { LogIndex, indexedAgentEntries, indexedReplayEntries } from "../../runtime/log-index.js";
 import { createLogger } from "../../runtime/logger.js";
 import { packageRoot } from "../../runtime/paths.js";
-import { demoConfig, type AgentSpec, type DaemonConfig } from "../../runtime/supervisor.js";
+import { demoConfig, readDaemonConfig, type AgentSpec } from "../../runtime/supervisor.js";
 import type { AgentDefinition } from "../../sdk/agent.js";
 import { formatReplayReport, replayAgent, type ReplayOptions } from "../../sdk/replay.js";
 import { ExitCode, cliContext, fail, type GlobalOptions } from "../context.js";
@@ -141,13 +141,6 @@ interface ReplayInput {
   mentioned: boolean;
 }
 
-function decodeEntry(entry: StoredEntry): LogEvent {
-  try {
-    return decodeMap(entry.data) as unknown as LogEvent;
-  } catch {
-    throw new MaxwellError(ErrorCode.Internal, `log entry #${entry.seq} cannot be decoded (run 'maxwell verify')`);
-  }
-}
 
 /** The whole log from `from` on. */
 async function readAllEvents(ctx: ReturnType<typeof cliContext>, name: string, from: number): Promise<ReplayInput> {
@@ -203,12 +196,7 @@ async function readIndexed(ctx: ReturnType<typeof cliContext>, name: string, wha
 function agentSpec(defaultConfig: string, name: string, configFlag: string | undefined): { spec: AgentSpec; dir: string } | undefined {
   const file = configFlag ?? (existsSync(defaultConfig) ? defaultConfig : undefined);
   if (file !== undefined) {
-    let config: DaemonConfig;
-    try {
-      config = JSON.parse(readFileSync(file, "utf8")) as DaemonConfig;
-    } catch (err) {
-      throw new MaxwellError(ErrorCode.BadRequest, `cannot read config ${file}: ${(err as Error).message}`);
-    }
+    const config = readDaemonConfig(file);
     const spec = config.agents?.find((a) => a.name === name);
     if (spec) return { spec, dir: dirname(resolve(file)) };
     if (configFlag !== undefined) return undefined;

@@ -1,11 +1,11 @@
 /** `maxwell up`: the daemon. */
 import { dirname, resolve } from "node:path";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import type { Command } from "commander";
 import { ErrorCode, MaxwellError, SyscallOp, newScope, subjects, syscallId } from "../../protocol/mod.js";
 import { connectNats } from "../../transport/connection.js";
 import { createLogger } from "../../runtime/logger.js";
-import { Supervisor, demoConfig, type DaemonConfig } from "../../runtime/supervisor.js";
+import { Supervisor, demoConfig, readDaemonConfig, type DaemonConfig } from "../../runtime/supervisor.js";
 import { prepareDemo } from "../../runtime/demo.js";
 import { SyscallClient } from "../../sdk/syscalls.js";
 import { cliContext, fail, type GlobalOptions } from "../context.js";
@@ -52,11 +52,7 @@ async function up(g: GlobalOptions, opts: UpOptions): Promise<void> {
     config = demoConfig();
     prepareDemo(ctx.layout);
   } else if (configPath) {
-    try {
-      config = JSON.parse(readFileSync(configPath, "utf8")) as DaemonConfig;
-    } catch (err) {
-      throw new MaxwellError(ErrorCode.BadRequest, `cannot read config ${configPath}: ${(err as Error).message}`);
-    }
+    config = readDaemonConfig(configPath);
     configDir = dirname(resolve(configPath));
   }
   const port = opts.port !== undefined ? Number(opts.port) : undefined;
